@@ -1,0 +1,69 @@
+// Command godwit is a KVM virtual machine monitor built for live migration.
+// Its subcommands run a VM (run), control a running one (ctl), and, in later
+// versions, migrate it between hosts.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(runApp(os.Args))
+}
+
+// runApp runs the CLI and turns every error into one line on stderr and a
+// non-zero exit code.
+func runApp(args []string) int {
+	app := &cli.App{
+		Name:    "godwit",
+		Usage:   "a KVM virtual machine monitor built for live migration",
+		Version: version,
+		Commands: []*cli.Command{
+			runCommand(),
+			ctlCommand(),
+			demoCommand(),
+		},
+		OnUsageError: usageError,
+		CommandNotFound: func(_ *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "godwit: unknown command %q; see 'godwit --help'\n", name)
+			os.Exit(2)
+		},
+		// Errors are printed once, by runApp.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	for _, c := range app.Commands {
+		c.OnUsageError = usageError
+	}
+	if err := app.Run(args); err != nil {
+		fmt.Fprintf(os.Stderr, "godwit: %v\n", err)
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			return ec.ExitCode()
+		}
+		return 1
+	}
+	return 0
+}
+
+// usageError reports a bad flag or argument as one line.
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return cli.Exit(err.Error(), 2)
+}
+
+// newLogger returns a text logger on stderr at the named level.
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The single test command (make test): gofmt, go vet, unit tests, then the
+# integration tests (package godwit/test/integration) with /dev/kvm, directly
+# when this machine's /dev/kvm is usable, else inside the nested host.
+#
+# Environment:
+#   GODWIT_NESTED=1|0   force the nested host / direct /dev/kvm
+#   GODWIT_CACHE        asset cache (default $HOME/.cache/godwit)
+#   INTEGRATION_ARGS    extra flags for the integration test binary (e.g. -test.run=X)
+#   NESTED_ARGS         extra flags for the harness (e.g. --with-qemu --mem 6144)
+#   SKIP_UNIT=1         skip the gofmt/vet/unit stages
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+INTEGRATION_ARGS=${INTEGRATION_ARGS:-}
+NESTED_ARGS=${NESTED_ARGS:-}
+
+if [[ ${SKIP_UNIT:-0} != 1 ]]; then
+	t=$SECONDS
+	step "gofmt"
+	bad=$(find . -name '*.go' -not -path './.cache/*' -not -path './bin/*' -not -path './out/*' -print0 | xargs -0 gofmt -l)
+	if [[ -n $bad ]]; then
+		echo "gofmt needed on:" >&2
+		echo "$bad" >&2
+		exit 1
+	fi
+	step "go vet ./..."
+	go vet ./...
+	timing lint "$t"
+
+	t=$SECONDS
+	step "unit tests"
+	# The integration package runs in its own stage below: some sandboxes have
+	# a /dev/kvm that answers ioctls but cannot run guests.
+	mapfile -t pkgs < <(go list ./... | grep -v '^godwit/test/integration$')
+	go test "${pkgs[@]}"
+	timing unit "$t"
+fi
+
+t=$SECONDS
+step "build"
+build_harness
+have_godwit=1
+if ! go build -o bin/godwit ./cmd/godwit; then
+	warn "./cmd/godwit does not build: integration tests run without GODWIT_BIN"
+	rm -f bin/godwit
+	have_godwit=0
+fi
+go test -c -o bin/integration.test ./test/integration
+timing build "$t"
+
+t=$SECONDS
+step "integration tests"
+# The test binary runs in its package directory so testdata/ resolves.
+if use_direct_kvm; then
+	eval "$(bin/nested --print-env)"
+	export GODWIT_KERNEL GODWIT_INITRD
+	if ((have_godwit)); then export GODWIT_BIN=$PWD/bin/godwit; fi
+	# shellcheck disable=SC2086
+	(cd test/integration && ../../bin/integration.test -test.v -test.timeout 20m $INTEGRATION_ARGS)
+else
+	adds=(--add bin/integration.test:/bin/integration.test)
+	if [[ -d test/integration/testdata ]]; then
+		adds+=(--add test/integration/testdata:/src/test/integration/testdata)
+	fi
+	if ((have_godwit)); then adds+=(--add bin/godwit:/bin/godwit); fi
+	# shellcheck disable=SC2086
+	bin/nested "${adds[@]}" $NESTED_ARGS \
+		--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 20m $INTEGRATION_ARGS"
+fi
+timing integration "$t"
+print_timings
+echo "==> make test: PASS" >&2

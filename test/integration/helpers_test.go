@@ -1,0 +1,192 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lineTimeout bounds every wait for guest output. Nested virtualisation
+// under TCG is slow; the bound only stops a hung test.
+const lineTimeout = 3 * time.Minute
+
+// needKVM skips the test when /dev/kvm is not usable here.
+func needKVM(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("needs /dev/kvm (run through `make test`, which uses the nested host): %v", err)
+	}
+	f.Close()
+}
+
+// godwitBin returns the godwit binary under test.
+func godwitBin(t *testing.T) string {
+	t.Helper()
+	needKVM(t)
+	p := os.Getenv("GODWIT_BIN")
+	if p == "" {
+		t.Fatal("GODWIT_BIN is not set: point it at a built godwit binary")
+	}
+	return p
+}
+
+// asset returns the path in env var name, or skips when unset.
+func asset(t *testing.T, name string) string {
+	t.Helper()
+	p := os.Getenv(name)
+	if p == "" {
+		t.Skipf("%s is not set", name)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return p
+}
+
+// vmProcess is a godwit process whose console output is read line by line.
+type vmProcess struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string
+	done  chan struct{}
+	err   error // exit error, valid after done is closed
+	start time.Time
+
+	mu     sync.Mutex
+	stderr bytes.Buffer
+}
+
+// startGodwit starts godwit with args; its stdout (the serial console) is
+// scanned into lines.
+func startGodwit(t *testing.T, args ...string) *vmProcess {
+	t.Helper()
+	p := &vmProcess{t: t, lines: make(chan string, 4096), done: make(chan struct{})}
+	p.cmd = exec.Command(godwitBin(t), args...)
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
+	p.start = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := strings.TrimRight(sc.Text(), "\r")
+			t.Logf("guest: %s", line)
+			select {
+			case p.lines <- line:
+			default: // a reader that fell behind loses lines, never blocks the VM
+			}
+		}
+		p.err = p.cmd.Wait()
+		close(p.lines)
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.stderr.Len() > 0 {
+			t.Logf("godwit stderr:\n%s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+// waitLine returns the first line for which match is true.
+func (p *vmProcess) waitLine(match func(string) bool, what string) string {
+	p.t.Helper()
+	timer := time.NewTimer(lineTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("godwit exited (%v) before %s", p.err, what)
+			}
+			if match(line) {
+				return line
+			}
+		case <-timer.C:
+			p.t.Fatalf("no %s within %v", what, lineTimeout)
+		}
+	}
+}
+
+// wait waits for the process to exit and returns its exit error.
+func (p *vmProcess) wait() error {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(lineTimeout):
+		p.t.Fatalf("godwit did not exit within %v", lineTimeout)
+		return nil
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// ctl runs `godwit ctl <args> --api-sock sock` and returns its stdout.
+func ctl(t *testing.T, sock string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), lineTimeout)
+	defer cancel()
+	full := append([]string{"ctl", "--api-sock", sock}, args...)
+	cmd := exec.CommandContext(ctx, godwitBin(t), full...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("godwit %s: %v: %s", strings.Join(full, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// waitForSocket waits until the API socket exists.
+func waitForSocket(t *testing.T, p *vmProcess, sock string) {
+	t.Helper()
+	deadline := time.Now().Add(lineTimeout)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("godwit exited (%v) before opening %s", p.err, sock)
+		case <-time.After(10 * time.Millisecond): // polling a file system path, not synchronising on timing
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no API socket at %s", sock)
+		}
+	}
+}
+
+// tempPath returns a path in the test's temp dir.
+func tempPath(t *testing.T, name string) string { return filepath.Join(t.TempDir(), name) }

@@ -1,0 +1,62 @@
+# pmode.S: a 512-byte boot sector for godwit's integration tests.
+# Loaded at 0x7c00 in real mode (CS:IP = 0:0x7c00, DL = boot drive), it
+# loads a GDT, switches to 32-bit protected mode, writes
+# "godwit boot sector: protected mode OK" to COM1 (0x3f8) from 32-bit code,
+# then asks the i8042 to pulse the reset line (godwit stops cleanly on it).
+# Build: see build.sh.
+	.code16
+	.globl _start
+_start:
+	cli
+	xorw %ax, %ax
+	movw %ax, %ds
+	movw %ax, %ss
+	movw $0x7c00, %sp
+	lgdtl gdt_desc
+	movl %cr0, %eax
+	orl $1, %eax
+	movl %eax, %cr0
+	ljmpl $0x08, $pm32
+
+	.code32
+pm32:
+	movw $0x10, %ax
+	movw %ax, %ds
+	movw %ax, %es
+	movw %ax, %ss
+	movl $0x7c00, %esp
+	movl $msg, %esi
+next:
+	movb (%esi), %bl
+	testb %bl, %bl
+	jz done
+wait_thre:
+	movw $0x3fd, %dx
+	inb %dx, %al
+	testb $0x20, %al
+	jz wait_thre
+	movw $0x3f8, %dx
+	movb %bl, %al
+	outb %al, %dx
+	incl %esi
+	jmp next
+done:
+	movb $0xfe, %al
+	outb %al, $0x64
+halt:
+	hlt
+	jmp halt
+
+	.p2align 3
+gdt:
+	.quad 0
+	.quad 0x00cf9a000000ffff	# 0x08: flat 32-bit code
+	.quad 0x00cf92000000ffff	# 0x10: flat 32-bit data
+gdt_desc:
+	.word gdt_desc - gdt - 1
+	.long gdt
+msg:
+	.asciz "godwit boot sector: protected mode OK\r\n"
+
+	.org 510
+	.byte 0x55, 0xaa

@@ -1,0 +1,107 @@
+package harness
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Marker lines printed on the nested host's serial console by its /init.
+const (
+	// StartMarker is printed right before the payload starts.
+	StartMarker = "GODWIT-NESTED-START"
+	// ExitMarker prefixes the payload's exit code: "GODWIT-NESTED-EXIT=<code>".
+	ExitMarker = "GODWIT-NESTED-EXIT="
+	// GuestReadyMarker is printed by the guest initramfs once userspace runs.
+	GuestReadyMarker = "GODWIT-GUEST-READY"
+)
+
+// ParseExitMarker reports the exit code carried by a console line holding
+// ExitMarker followed by a decimal code. Text before the marker (a kernel log
+// prefix) and trailing whitespace or carriage returns are tolerated; anything
+// else after the digits makes the line not a marker.
+func ParseExitMarker(line string) (code int, ok bool) {
+	i := strings.LastIndex(line, ExitMarker)
+	if i < 0 {
+		return 0, false
+	}
+	rest := strings.TrimRight(line[i+len(ExitMarker):], " \t\r\n")
+	if rest == "" || len(rest) > 3 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 0 || n > 255 || rest[0] == '+' {
+		return 0, false
+	}
+	return n, true
+}
+
+// Console is an io.Writer placed between QEMU's serial output and the user's
+// terminal: it passes the bytes through (dropping carriage returns so logs
+// read as plain text) and watches complete lines for the start and exit
+// markers. It is safe for concurrent use.
+type Console struct {
+	out  io.Writer
+	now  func() time.Time
+	mu   sync.Mutex
+	line []byte
+
+	started  bool
+	startAt  time.Time
+	exited   bool
+	exitCode int
+	exitAt   time.Time
+}
+
+// NewConsole returns a Console that copies to out.
+func NewConsole(out io.Writer) *Console {
+	return &Console{out: out, now: time.Now}
+}
+
+// Write implements io.Writer.
+func (c *Console) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clean := bytes.ReplaceAll(p, []byte{'\r'}, nil)
+	for _, b := range clean {
+		if b != '\n' {
+			if len(c.line) < 64<<10 {
+				c.line = append(c.line, b)
+			}
+			continue
+		}
+		c.scan(string(c.line))
+		c.line = c.line[:0]
+	}
+	if _, err := c.out.Write(clean); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *Console) scan(line string) {
+	if !c.started && strings.Contains(line, StartMarker) {
+		c.started, c.startAt = true, c.now()
+	}
+	if code, ok := ParseExitMarker(line); ok {
+		c.exited, c.exitCode, c.exitAt = true, code, c.now()
+	}
+}
+
+// Started reports whether the start marker was seen, and when.
+func (c *Console) Started() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.startAt, c.started
+}
+
+// Exit reports the payload's exit code from the last exit marker seen, and
+// when it was seen; ok is false if no marker was seen.
+func (c *Console) Exit() (code int, at time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.exitCode, c.exitAt, c.exited
+}

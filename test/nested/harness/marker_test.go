@@ -1,0 +1,91 @@
+package harness
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestParseExitMarker(t *testing.T) {
+	tests := []struct {
+		line   string
+		code   int
+		wantOK bool
+	}{
+		{"GODWIT-NESTED-EXIT=0", 0, true},
+		{"GODWIT-NESTED-EXIT=1\r", 1, true},
+		{"GODWIT-NESTED-EXIT=255  ", 255, true},
+		{"[    3.1] GODWIT-NESTED-EXIT=2", 2, true},
+		{"GODWIT-NESTED-EXIT=", 0, false},
+		{"GODWIT-NESTED-EXIT=$code", 0, false},
+		{"GODWIT-NESTED-EXIT=256", 0, false},
+		{"GODWIT-NESTED-EXIT=-1", 0, false},
+		{"GODWIT-NESTED-EXIT=+1", 0, false},
+		{"GODWIT-NESTED-EXIT=1 extra", 0, false},
+		{"echo GODWIT-NESTED-EXITED=0", 0, false},
+		{"no marker here", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			code, ok := ParseExitMarker(tt.line)
+			if ok != tt.wantOK || code != tt.code {
+				t.Errorf("ParseExitMarker(%q) = %d, %v; want %d, %v", tt.line, code, ok, tt.code, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestConsole(t *testing.T) {
+	tests := []struct {
+		name     string
+		chunks   []string
+		out      string
+		started  bool
+		exited   bool
+		exitCode int
+	}{
+		{
+			name:    "split markers, CRLF dropped",
+			chunks:  []string{"boot\r\nGODWIT-NESTED-ST", "ART kernel=6.1\r\nok\r\nGODWIT-NESTED-E", "XIT=3\r\n"},
+			out:     "boot\nGODWIT-NESTED-START kernel=6.1\nok\nGODWIT-NESTED-EXIT=3\n",
+			started: true, exited: true, exitCode: 3,
+		},
+		{
+			name:    "last marker wins",
+			chunks:  []string{"GODWIT-NESTED-START\nGODWIT-NESTED-EXIT=1\nGODWIT-NESTED-EXIT=0\n"},
+			out:     "GODWIT-NESTED-START\nGODWIT-NESTED-EXIT=1\nGODWIT-NESTED-EXIT=0\n",
+			started: true, exited: true, exitCode: 0,
+		},
+		{
+			name:    "unterminated marker line is not parsed",
+			chunks:  []string{"GODWIT-NESTED-START\n", "GODWIT-NESTED-EXIT=0"},
+			out:     "GODWIT-NESTED-START\nGODWIT-NESTED-EXIT=0",
+			started: true,
+		},
+		{
+			name:   "kernel panic",
+			chunks: []string{"Kernel panic - not syncing\n"},
+			out:    "Kernel panic - not syncing\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			c := NewConsole(&buf)
+			for _, ch := range tt.chunks {
+				if n, err := c.Write([]byte(ch)); err != nil || n != len(ch) {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+			}
+			if buf.String() != tt.out {
+				t.Errorf("output %q, want %q", buf.String(), tt.out)
+			}
+			if _, ok := c.Started(); ok != tt.started {
+				t.Errorf("started = %v, want %v", ok, tt.started)
+			}
+			code, _, ok := c.Exit()
+			if ok != tt.exited || code != tt.exitCode {
+				t.Errorf("Exit = %d, %v; want %d, %v", code, ok, tt.exitCode, tt.exited)
+			}
+		})
+	}
+}

@@ -1,0 +1,115 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// MaxCPUs is the largest number of vCPUs a VM may have (the MP table's limit).
+const MaxCPUs = 16
+
+// SerialConfig says where COM1 goes.
+type SerialConfig struct {
+	// Mode is "stdio", "file" or "none".
+	Mode string
+	// Path is the output file for Mode "file".
+	Path string
+	// Out, when set, replaces Mode: guest output is written to it and
+	// nothing is read from the host (used by in-process tools and tests).
+	Out io.Writer
+}
+
+// ParseSerial parses the --serial flag: stdio, none or file=PATH.
+func ParseSerial(s string) (SerialConfig, error) {
+	switch {
+	case s == "stdio" || s == "none":
+		return SerialConfig{Mode: s}, nil
+	case strings.HasPrefix(s, "file="):
+		p := strings.TrimPrefix(s, "file=")
+		if p == "" {
+			return SerialConfig{}, errors.New("--serial file= needs a path")
+		}
+		return SerialConfig{Mode: "file", Path: p}, nil
+	}
+	return SerialConfig{}, fmt.Errorf("--serial %q: want stdio, none or file=PATH", s)
+}
+
+// String returns the flag form of the serial configuration.
+func (s SerialConfig) String() string {
+	switch {
+	case s.Out != nil:
+		return "writer"
+	case s.Mode == "file":
+		return "file=" + s.Path
+	}
+	return s.Mode
+}
+
+// Config is everything needed to create a VM. The CLI fills it from flags.
+type Config struct {
+	// MemoryBytes is the guest RAM size.
+	MemoryBytes uint64
+	// CPUs is the number of vCPUs, 1..MaxCPUs.
+	CPUs int
+	// Kernel is a Linux bzImage path; Initrd and Cmdline go with it.
+	Kernel, Initrd, Cmdline string
+	// BootSector is a raw boot sector or flat real-mode image path.
+	BootSector string
+	// GuestArgs are key=value parameters for the embedded test guest, in order.
+	GuestArgs []string
+	// Serial says where COM1 goes.
+	Serial SerialConfig
+	// APISocket, when set, is the unix socket the control API listens on.
+	APISocket string
+	// Log receives the VMM's log; nil means slog.Default().
+	Log *slog.Logger
+}
+
+// GuestKind names what the VM boots: "linux", "boot-sector" or "test-guest".
+func (c *Config) GuestKind() string {
+	switch {
+	case c.Kernel != "":
+		return "linux"
+	case c.BootSector != "":
+		return "boot-sector"
+	}
+	return "test-guest"
+}
+
+// Validate checks the configuration without touching the host.
+func (c *Config) Validate() error {
+	if c.CPUs < 1 || c.CPUs > MaxCPUs {
+		return fmt.Errorf("--cpus %d out of range 1..%d", c.CPUs, MaxCPUs)
+	}
+	if c.Kernel != "" && c.BootSector != "" {
+		return errors.New("--kernel and --boot-sector are mutually exclusive")
+	}
+	if c.Kernel == "" && (c.Initrd != "" || c.Cmdline != "") {
+		return errors.New("--initrd and --cmdline need --kernel")
+	}
+	if c.GuestKind() != "test-guest" && len(c.GuestArgs) > 0 {
+		return errors.New("--guest-arg applies only to the embedded test guest (no --kernel or --boot-sector)")
+	}
+	for _, a := range c.GuestArgs {
+		if k, _, ok := strings.Cut(a, "="); !ok || k == "" {
+			return fmt.Errorf("--guest-arg %q: want key=value", a)
+		}
+	}
+	if c.Serial.Out == nil {
+		if _, err := ParseSerial(c.Serial.String()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cutEq splits a key=value argument.
+func cutEq(s string) (key, value string, ok bool) { return strings.Cut(s, "=") }
+
+// DefaultCmdline is the kernel command line used when --kernel is given
+// without --cmdline: the console on COM1 and a reboot through the i8042,
+// which godwit treats as a clean stop.
+const DefaultCmdline = "console=ttyS0 reboot=k panic=1"

@@ -1,0 +1,130 @@
+package memory
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestLayout(t *testing.T) {
+	const MiB, GiB = 1 << 20, 1 << 30
+	tests := []struct {
+		name    string
+		size    uint64
+		want    []Region
+		wantErr bool
+	}{
+		{"small", 256 * MiB, []Region{{Slot: 0, GPA: 0, Size: 256 * MiB}}, false},
+		{"exactly low", 3 * GiB, []Region{{Slot: 0, GPA: 0, Size: 3 * GiB}}, false},
+		{"above hole", 5 * GiB, []Region{{Slot: 0, GPA: 0, Size: 3 * GiB}, {Slot: 1, GPA: 4 * GiB, Size: 2 * GiB, Offset: 3 * GiB}}, false},
+		{"too small", 1 * MiB, nil, true},
+		{"unaligned", 256*MiB + 1, nil, true},
+		{"too large", 2 << 40, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Layout(tt.size)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Layout(%d) error = %v, wantErr %v", tt.size, err, tt.wantErr)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("Layout(%d) = %+v, want %+v", tt.size, got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("region %d = %+v, want %+v", i, got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestAccessBounds(t *testing.T) {
+	const size = 4 << 20
+	m, err := New(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tests := []struct {
+		name string
+		gpa  uint64
+		n    uint64
+		ok   bool
+	}{
+		{"start", 0, 8, true},
+		{"last byte", size - 1, 1, true},
+		{"whole", 0, size, true},
+		{"past end", size - 4, 8, false},
+		{"beyond", size, 1, false},
+		{"wrap", ^uint64(0) - 2, 8, false},
+		{"huge length", 8, ^uint64(0), false},
+		{"empty at end", size, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := m.Slice(tt.gpa, tt.n)
+			if (err == nil) != tt.ok {
+				t.Fatalf("Slice(%#x, %#x) err = %v, want ok=%v", tt.gpa, tt.n, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrOutOfRange) {
+				t.Errorf("error %v is not ErrOutOfRange", err)
+			}
+			if got := m.Contains(tt.gpa, tt.n); got != tt.ok {
+				t.Errorf("Contains = %v, want %v", got, tt.ok)
+			}
+		})
+	}
+}
+
+func TestWriteMarksDirty(t *testing.T) {
+	m, err := New(8 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.WriteUint64(0x1ff8, 0x1122334455667788); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Write(PageSize*64-1, []byte{1, 2}); err != nil { // spans pages 63 and 64
+		t.Fatal(err)
+	}
+	if v, err := m.ReadUint64(0x1ff8); err != nil || v != 0x1122334455667788 {
+		t.Fatalf("ReadUint64 = %#x, %v", v, err)
+	}
+	bm := make([]uint64, (m.Regions()[0].Pages()+63)/64)
+	n, err := m.TakeDirty(0, bm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || bm[0] != 1<<1|1<<63 || bm[1] != 1 {
+		t.Fatalf("dirty = %d pages, bitmap %#x %#x", n, bm[0], bm[1])
+	}
+	clear(bm)
+	if n, _ := m.TakeDirty(0, bm); n != 0 || bm[0] != 0 {
+		t.Fatalf("TakeDirty did not clear: %d, %#x", n, bm[0])
+	}
+	if _, err := m.TakeDirty(0, bm[:1]); err == nil {
+		t.Fatal("TakeDirty accepted a short bitmap")
+	}
+	// Reads do not dirty.
+	if _, err := m.Slice(0, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := m.TakeDirty(0, bm); n != 0 {
+		t.Fatalf("read marked %d pages dirty", n)
+	}
+}
+
+func TestMarkDirtyWholeRegion(t *testing.T) {
+	m, err := New(MinSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.MarkDirty(0, MinSize)
+	m.MarkDirty(MinSize, 1) // outside: ignored
+	bm := make([]uint64, (MinSize/PageSize+63)/64)
+	if n, _ := m.TakeDirty(0, bm); n != int(MinSize/PageSize) {
+		t.Fatalf("dirty pages = %d, want %d", n, MinSize/PageSize)
+	}
+}
