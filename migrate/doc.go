@@ -1,2 +1,104 @@
-// Package migrate implements godwit's live-migration engine: the wire format, the pre-copy source and the receiving destination. It talks to the VM only through interfaces, so it is tested against a fake VM without KVM.
+// Package migrate implements godwit's live-migration engine: the wire
+// format, the pre-copy source (Send), the receiving destination (Receive),
+// page batches (zero pages as a bit, LZ4 when it shrinks a page), the
+// stop-iterating policy (Decide) and statistics. It talks to the VM only
+// through the Source and Target interfaces, so it is tested against a fake
+// VM (package migratetest) without KVM.
+//
+// # Frames
+//
+// Everything on the wire is little-endian. A frame is
+//
+//	type u16 | flags u16 | length u32 | payload [length]byte | crc32c u32
+//
+// where the CRC-32C (Castagnoli) covers header and payload. The reader
+// rejects unknown types, flags a type does not define, lengths outside the
+// type's bounds (no payload exceeds MaxPayload) and checksum mismatches.
+//
+//	1  HELLO         S→D  magic "GODWITMG", version u32, page_size u32,
+//	                      region_count u32 (≤ MaxRegions),
+//	                      region_count × {gpa u64, size u64},
+//	                      config_len u32 (≤ MaxConfigSize), config
+//	2  ACCEPT        D→S  empty
+//	3  REFUSE        D→S  reason (UTF-8, ≤ MaxReason): the TargetFactory's
+//	                      error verbatim, or a version/layout mismatch
+//	4  MEMORY_BEGIN  S→D  round u32
+//	5  PAGE_BATCH    S→D  see below
+//	6  ROUND_END     S→D  round u32, pages u64, bytes u64
+//	7  STATE         S→D  a chunk (≤ 1 MiB) of the encoded state; flag 1
+//	                      (more) on every chunk but the last
+//	8  COMPLETE      S→D  empty
+//	9  RESUMED       D→S  restore_ns u64, start_ns u64
+//	10 ERROR         both reason (≤ MaxReason); aborts the migration
+//
+// A PAGE_BATCH covers up to MaxBatchPages pages of one memory region:
+//
+//	region u32 | first_page u64 | count u32 (1..MaxBatchPages)
+//	present bitmap [(count+7)/8]byte   bit i (LSB first) = page first+i sent
+//	zero bitmap    [(count+7)/8]byte   subset of present: page is all zero
+//	for each present, non-zero page in order:
+//	    encoding u8 (0 raw, 1 LZ4 block) | length u16 | data [length]byte
+//
+// Raw pages are exactly memory.PageSize bytes; LZ4 pages are shorter than a
+// page and must decompress to exactly one page. Bitmap bits past count must
+// be zero, and nothing may follow the last page.
+//
+// The encoded state (all STATE chunks concatenated, ≤ MaxStateSize) is
+//
+//	count u32 (≤ MaxSections)
+//	count × {id_len u16 (1..MaxSectionID) | id | version u32 |
+//	         data_len u32 | data}
+//
+// with unique IDs.
+//
+// # Conversation
+//
+//	S: HELLO                       D: ACCEPT | REFUSE
+//	S: MEMORY_BEGIN(0) PAGE_BATCH* ROUND_END(0)        all of RAM
+//	S: MEMORY_BEGIN(n) PAGE_BATCH* ROUND_END(n) ...    dirty pages, VM running
+//	   (source pauses the VM)
+//	S: MEMORY_BEGIN(n+1) PAGE_BATCH* ROUND_END(n+1)    last dirty pages
+//	S: STATE+ COMPLETE             D: (restore, start) RESUMED
+//
+// Either side may send ERROR at any point; the other side fails the
+// migration with its reason.
+//
+// # Receiver state machine
+//
+// Receive enforces it; any frame not listed for the current state fails
+// the migration with ErrProtocol, naming the frame and the state. ERROR is
+// accepted in every state and fails the migration with ErrPeerAborted.
+//
+//	WaitHello      HELLO: validate magic, version, page size; call the
+//	               TargetFactory; check its memory layout matches HELLO's.
+//	               ACCEPT → WaitMemory, or REFUSE → Failed.
+//	WaitMemory     MEMORY_BEGIN(0) → InRound
+//	InRound        PAGE_BATCH → InRound (pages written into Target.Memory)
+//	               ROUND_END(current round; page count must match what
+//	               arrived) → BetweenRounds
+//	BetweenRounds  MEMORY_BEGIN(previous round + 1) → InRound
+//	               STATE → WaitState
+//	WaitState      STATE (only after a chunk flagged more) → WaitState
+//	               COMPLETE (only after the last chunk, and only when every
+//	               page of RAM has arrived at least once) → Restoring
+//	Restoring      Target.RestoreState, Target.Start, send RESUMED → Done
+//	Failed         reached from any state on an error: Target.Discard,
+//	               ERROR sent (unless the peer sent ERROR or we sent REFUSE)
+//
+// The receiver allocates in proportion to the VM the factory built (the
+// page-received bitmap), plus constant bounds: one frame buffer of at most
+// MaxPayload, the state of at most MaxStateSize, and the HELLO config of at
+// most MaxConfigSize. No length read from the stream sizes an allocation
+// beyond those bounds.
+//
+// # Failure and switchover
+//
+// Until RESUMED arrives, a failure on the source stops the dirty log,
+// lifts the throttle, resumes the VM if Send paused it, and sends ERROR:
+// the source VM runs on unchanged and can migrate again. The destination
+// starts its VM before sending RESUMED; if that write fails it discards the
+// VM, since the source will resume its own. What remains is the window
+// between the destination writing RESUMED and the source reading it: if
+// the connection dies exactly then, both sides may run the guest. Shared
+// storage must fence on top of this protocol (as with QEMU).
 package migrate

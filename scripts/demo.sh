@@ -12,17 +12,17 @@ NESTED_ARGS=${NESTED_ARGS:-}
 t=$SECONDS
 step "build"
 build_harness
-go build -o bin/godwit ./cmd/godwit
+go build -o "$BIN_DIR/godwit" ./cmd/godwit
 timing build "$t"
 
 t=$SECONDS
 step "godwit demo"
 if use_direct_kvm; then
 	# shellcheck disable=SC2086
-	bin/godwit demo $DEMO_ARGS
+	"$BIN_DIR/godwit" demo $DEMO_ARGS
 else
 	# shellcheck disable=SC2086
-	bin/nested --add bin/godwit:/bin/godwit $NESTED_ARGS --run "/bin/godwit demo $DEMO_ARGS"
+	"$BIN_DIR/nested" --add "$BIN_DIR/godwit:/bin/godwit" $NESTED_ARGS --run "/bin/godwit demo $DEMO_ARGS"
 fi
 timing demo "$t"
 print_timings

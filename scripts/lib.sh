@@ -5,6 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="/usr/local/go/bin:$PATH"
 # Static binaries: the nested host has no libc.
 export CGO_ENABLED=0
+# BIN_DIR: where binaries go (default bin/; set it to keep parallel runs apart).
+BIN_DIR=${BIN_DIR:-bin}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -22,10 +24,11 @@ print_timings() {
 # build_harness builds the nested-host harness (a binary, so the payload's
 # exit code passes through unchanged, which `go run` does not do).
 build_harness() {
-	mkdir -p bin
-	go build -o bin/nested ./test/nested
+	mkdir -p "$BIN_DIR"
+	ABS_BIN=$(cd "$BIN_DIR" && pwd)
+	go build -o "$BIN_DIR/nested" ./test/nested
 }
 
 # use_direct_kvm succeeds when tests can use this machine's /dev/kvm
 # (GODWIT_NESTED=1 forces the nested host, GODWIT_NESTED=0 forces direct).
-use_direct_kvm() { bin/nested --kvm-check; }
+use_direct_kvm() { "$BIN_DIR/nested" --kvm-check; }

@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 build_harness
-bin/nested --with-qemu ${NESTED_ARGS:-} --run '
+"$BIN_DIR/nested" --with-qemu ${NESTED_ARGS:-} --run '
 start=$(cut -d" " -f1 /proc/uptime)
 qemu-system-x86_64 -enable-kvm -cpu host -m 256 -nographic -nic none -no-reboot \
 	-kernel "$GODWIT_KERNEL" -initrd "$GODWIT_INITRD" \

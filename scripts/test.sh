@@ -9,6 +9,7 @@
 #   INTEGRATION_ARGS    extra flags for the integration test binary (e.g. -test.run=X)
 #   NESTED_ARGS         extra flags for the harness (e.g. --with-qemu --mem 6144)
 #   SKIP_UNIT=1         skip the gofmt/vet/unit stages
+#   BIN_DIR             where binaries go (default bin)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -42,31 +43,31 @@ t=$SECONDS
 step "build"
 build_harness
 have_godwit=1
-if ! go build -o bin/godwit ./cmd/godwit; then
+if ! go build -o "$BIN_DIR/godwit" ./cmd/godwit; then
 	warn "./cmd/godwit does not build: integration tests run without GODWIT_BIN"
-	rm -f bin/godwit
+	rm -f "$BIN_DIR/godwit"
 	have_godwit=0
 fi
-go test -c -o bin/integration.test ./test/integration
+go test -c -o "$BIN_DIR/integration.test" ./test/integration
 timing build "$t"
 
 t=$SECONDS
 step "integration tests"
 # The test binary runs in its package directory so testdata/ resolves.
 if use_direct_kvm; then
-	eval "$(bin/nested --print-env)"
+	eval "$("$BIN_DIR/nested" --print-env)"
 	export GODWIT_KERNEL GODWIT_INITRD
-	if ((have_godwit)); then export GODWIT_BIN=$PWD/bin/godwit; fi
+	if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
 	# shellcheck disable=SC2086
-	(cd test/integration && ../../bin/integration.test -test.v -test.timeout 20m $INTEGRATION_ARGS)
+	(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 20m $INTEGRATION_ARGS)
 else
-	adds=(--add bin/integration.test:/bin/integration.test)
+	adds=(--add "$BIN_DIR/integration.test:/bin/integration.test")
 	if [[ -d test/integration/testdata ]]; then
 		adds+=(--add test/integration/testdata:/src/test/integration/testdata)
 	fi
-	if ((have_godwit)); then adds+=(--add bin/godwit:/bin/godwit); fi
+	if ((have_godwit)); then adds+=(--add "$BIN_DIR/godwit:/bin/godwit"); fi
 	# shellcheck disable=SC2086
-	bin/nested "${adds[@]}" $NESTED_ARGS \
+	"$BIN_DIR/nested" "${adds[@]}" $NESTED_ARGS \
 		--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 20m $INTEGRATION_ARGS"
 fi
 timing integration "$t"

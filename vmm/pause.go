@@ -26,10 +26,10 @@ const kickSignal = unix.SIGURG
 func (v *VM) parkIfPaused(c *vcpu) bool {
 	v.runMu.Lock()
 	defer v.runMu.Unlock()
-	if v.paused && !v.isStopping() {
+	if (v.paused || v.throttled) && !v.isStopping() {
 		v.parked++
 		v.runCond.Broadcast()
-		for v.paused && !v.isStopping() {
+		for (v.paused || v.throttled) && !v.isStopping() {
 			v.runCond.Wait()
 		}
 		v.parked--

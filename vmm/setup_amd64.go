@@ -23,8 +23,8 @@ const (
 
 // setup gives a new vCPU its CPUID, LAPIC wiring and a sane FPU state.
 func (c *vcpu) setup(supported *kvm.CPUID) error {
-	cpuid := patchCPUID(supported, c.id, c.vm.cfg.CPUs)
-	if err := c.kvm.SetCPUID2(cpuid); err != nil {
+	c.cpuid = patchCPUID(supported, c.id, c.vm.cfg.CPUs)
+	if err := c.kvm.SetCPUID2(c.cpuid); err != nil {
 		return fmt.Errorf("setting CPUID: %w", err)
 	}
 	lapic, err := c.kvm.GetLAPIC()

@@ -19,6 +19,9 @@ type vcpu struct {
 	id  int
 	kvm *kvm.VCPU
 	tid atomic.Int32 // OS thread id while the loop runs, for kicks
+	// cpuid is the table given to KVM_SET_CPUID2; it is what migrates
+	// (KVM_GET_CPUID2 need not return it unchanged on every host).
+	cpuid *kvm.CPUID
 }
 
 // createVCPUs creates every vCPU and gives it its CPUID, LAPIC and FPU state.

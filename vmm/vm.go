@@ -57,18 +57,22 @@ type VM struct {
 	entry      boot.Entry
 	guestParam *guest.Params // set for the embedded test guest
 
-	runMu   sync.Mutex
-	runCond *sync.Cond
-	state   string // see api.VMInfo.State
-	paused  bool   // vCPUs are asked to park
-	parked  int    // vCPUs parked
-	exited  int    // vCPU loops that returned
-	stopped chan struct{}
-	stop    StopReason
-	stopOne sync.Once
-	started time.Time
+	runMu       sync.Mutex
+	runCond     *sync.Cond
+	state       string // see api.VMInfo.State
+	paused      bool   // vCPUs are asked to park
+	throttled   bool   // vCPUs park for the current throttle slice
+	throttlePct int    // auto-converge throttle, 0 = off
+	throttling  bool   // the throttle goroutine runs
+	parked      int    // vCPUs parked
+	exited      int    // vCPU loops that returned
+	stopped     chan struct{}
+	stop        StopReason
+	stopOne     sync.Once
+	started     time.Time
 
 	exits exitCounters
+	out   outgoing
 }
 
 type exitCounters struct {
@@ -77,11 +81,16 @@ type exitCounters struct {
 
 // New creates a VM from cfg: guest RAM, the in-kernel interrupt controllers,
 // the devices, the vCPUs and the loaded guest. Nothing runs until Run.
-func New(cfg Config) (vm *VM, err error) {
+func New(cfg Config) (*VM, error) { return newVM(cfg, nil) }
+
+// newVM creates a VM. With incoming set, the VM will receive a migrated
+// embedded test guest with those parameters; with incoming nil and
+// cfg.Incoming set, another migrated guest; either way no guest is loaded.
+func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &VM{cfg: cfg, log: cfg.Log, state: "created", stopped: make(chan struct{})}
+	v := &VM{cfg: cfg, log: cfg.Log, state: "created", stopped: make(chan struct{}), guestParam: incoming}
 	if v.log == nil {
 		v.log = slog.Default()
 	}
@@ -96,8 +105,10 @@ func New(cfg Config) (vm *VM, err error) {
 	if v.mem, err = memory.New(cfg.MemoryBytes); err != nil {
 		return nil, err
 	}
-	if err := v.loadGuest(); err != nil {
-		return nil, err
+	if !cfg.Incoming {
+		if err := v.loadGuest(); err != nil {
+			return nil, err
+		}
 	}
 	if err := v.setupDevices(); err != nil {
 		return nil, err
@@ -132,6 +143,9 @@ func New(cfg Config) (vm *VM, err error) {
 	}
 	if err := v.createVCPUs(); err != nil {
 		return nil, err
+	}
+	if cfg.Incoming {
+		return v, nil
 	}
 	if v.guestParam != nil {
 		// The test guest's rate limit needs the TSC frequency, known
@@ -264,16 +278,42 @@ func readInput(what, path string) ([]byte, error) {
 	return b, nil
 }
 
-// Run starts the vCPUs (and the control API when configured) and blocks
-// until the VM stops. It returns why it stopped.
+// Run starts the VM and blocks until it stops; it returns why it stopped.
+// Cancelling ctx stops the VM.
 func (v *VM) Run(ctx context.Context) StopReason {
+	if err := v.start(); err != nil {
+		return StopReason{What: "starting the VM", Err: err}
+	}
+	return v.Wait(ctx)
+}
+
+// start opens the control API (before any vCPU runs, so a client that
+// sees guest output can always reach it) and starts the vCPU threads.
+func (v *VM) start() error {
+	v.runMu.Lock()
+	if v.state != "created" {
+		v.runMu.Unlock()
+		return fmt.Errorf("%w: the VM is %s, not created", api.ErrInvalidState, v.state)
+	}
+	v.state = "starting"
+	v.runMu.Unlock()
 	if v.cfg.APISocket != "" {
 		v.api = api.NewServer(v, v.log)
-		go func() {
-			if err := v.api.Serve(v.cfg.APISocket); err != nil {
-				v.requestStop(StopReason{What: "control API failed", Err: err})
-			}
-		}()
+		serveErr := make(chan error, 1)
+		go func() { serveErr <- v.api.Serve(v.cfg.APISocket) }()
+		select {
+		case <-v.api.Ready():
+			go func() {
+				if err := <-serveErr; err != nil {
+					v.requestStop(StopReason{What: "control API failed", Err: err})
+				}
+			}()
+		case err := <-serveErr:
+			v.runMu.Lock()
+			v.state = "stopped"
+			v.runMu.Unlock()
+			return fmt.Errorf("control API: %w", err)
+		}
 	}
 	v.runMu.Lock()
 	v.state = "running"
@@ -285,6 +325,12 @@ func (v *VM) Run(ctx context.Context) StopReason {
 	for _, c := range v.vcpus {
 		go c.loop()
 	}
+	return nil
+}
+
+// Wait blocks until the started VM stops, or stops it when ctx is
+// cancelled, and returns why it stopped.
+func (v *VM) Wait(ctx context.Context) StopReason {
 	select {
 	case <-ctx.Done():
 		v.requestStop(StopReason{Clean: true, What: "stopped: " + ctx.Err().Error()})
@@ -299,6 +345,9 @@ func (v *VM) Run(ctx context.Context) StopReason {
 	}
 	return v.stop
 }
+
+// Stop stops the VM with the given reason (the first reason wins).
+func (v *VM) Stop(r StopReason) { v.requestStop(r) }
 
 // requestStop records the first stop reason and makes every vCPU leave its loop.
 func (v *VM) requestStop(r StopReason) {

@@ -31,6 +31,8 @@ func runApp(args []string) int {
 			runCommand(),
 			ctlCommand(),
 			demoCommand(),
+			migrateCommand(),
+			receiveCommand(),
 		},
 		OnUsageError: usageError,
 		CommandNotFound: func(_ *cli.Context, name string) {

@@ -82,7 +82,6 @@ func runCommand() *cli.Command {
 			defer stop()
 			r := vm.Run(ctx)
 			if !r.Clean {
-				cfg.Log.Error("VM stopped", "reason", r.What, "err", r.Err)
 				vm.Close()
 				return cli.Exit("VM stopped: "+r.What+": "+errString(r.Err), 1)
 			}

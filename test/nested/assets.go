@@ -30,12 +30,16 @@ const busyboxPath = "/bin/busybox"
 //
 // Cache layout ($GODWIT_CACHE):
 //
-//	kernel/<pkg>_<version>/<pkg>.deb          the Debian kernel package
-//	kernel/<pkg>_<version>/vmlinuz            its bzImage (host and guest kernel)
-//	kernel/<pkg>_<version>/base-<hash>.cpio   nested host base initramfs
+//	kernel/<pkg>_<version>/kernel.deb              the Debian kernel package
+//	kernel/<pkg>_<version>/vmlinuz                 its bzImage (host and guest kernel)
+//	kernel/<pkg>_<version>/base-<hash>.cpio        nested host base initramfs
 //	kernel/<pkg>_<version>/guest-initrd-<hash>.gz  guest initramfs
-//	qemu/qemu-<hash>.cpio                     --with-qemu bundle
-//	run-*/                                    per-run overlay (removed after the run)
+//	qemu/qemu-<hash>.cpio                          --with-qemu bundle
+//	run-*/                                         per-run initrd (removed after the run)
+//
+// <hash> covers the init scripts, module lists, busybox and formatVersion;
+// a new kernel package version gets a new directory and the old one is
+// removed.
 type assets struct {
 	cache       string
 	kernelDir   string

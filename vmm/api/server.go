@@ -47,18 +47,16 @@ type route struct {
 
 // routes is the whole API. docs/api.yaml documents each entry (a test checks).
 //
-// Reserved for live migration (not implemented yet; do not reuse):
-//
-//	PUT /vm/migrate/send     start sending the VM to a destination
-//	PUT /vm/migrate/receive  prepare to receive a VM
-//	GET /vm/migrate          migration progress and statistics
-//	PUT /vm/migrate/cancel   abort a migration before switchover
+// The /migrate routes answer 409 when the Controller is not a Migrator.
 var routes = []route{
 	{http.MethodGet, "/vm", (*Server).handleInfo},
 	{http.MethodPut, "/vm/pause", (*Server).handlePause},
 	{http.MethodPut, "/vm/resume", (*Server).handleResume},
 	{http.MethodPut, "/vm/shutdown", (*Server).handleShutdown},
 	{http.MethodPut, "/vm/dump-memory", (*Server).handleDumpMemory},
+	{http.MethodPut, "/migrate", (*Server).handleMigrate},
+	{http.MethodGet, "/migrate", (*Server).handleMigrationStatus},
+	{http.MethodPut, "/migrate/cancel", (*Server).handleMigrationCancel},
 }
 
 // Server serves the control API for one Controller.

@@ -6,57 +6,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 )
 
-// cpioEntry is one member of a newc archive as read back by readNewc.
-type cpioEntry struct {
-	name string
-	mode uint32
-	data string
-}
-
-// readNewc is a minimal newc reader for tests: it parses every archive in a
-// concatenation, skipping the zero padding between them.
-func readNewc(t *testing.T, b []byte) []cpioEntry {
+// readNewc reads an archive back with ReadCPIO, failing the test on error.
+func readNewc(t *testing.T, b []byte) []CPIOEntry {
 	t.Helper()
-	var out []cpioEntry
-	off := 0
-	align := func(n int) int { return (n + 3) &^ 3 }
-	for off < len(b) {
-		if b[off] == 0 {
-			off++
-			continue
-		}
-		if off+headerLen > len(b) || string(b[off:off+6]) != newcMagic {
-			t.Fatalf("offset %d: bad magic %q", off, b[off:min(off+6, len(b))])
-		}
-		field := func(i int) int {
-			v, err := strconv.ParseUint(string(b[off+6+8*i:off+14+8*i]), 16, 32)
-			if err != nil {
-				t.Fatalf("offset %d field %d: %v", off, i, err)
-			}
-			return int(v)
-		}
-		mode, size, namesize := field(1), field(6), field(11)
-		if off%4 != 0 {
-			t.Fatalf("header at unaligned offset %d", off)
-		}
-		nameStart := off + headerLen
-		name := string(b[nameStart : nameStart+namesize-1])
-		if b[nameStart+namesize-1] != 0 {
-			t.Fatalf("%s: name not NUL-terminated", name)
-		}
-		dataStart := align(nameStart + namesize)
-		data := string(b[dataStart : dataStart+size])
-		off = align(dataStart + size)
-		if name == newcTrailer {
-			continue
-		}
-		out = append(out, cpioEntry{name, uint32(mode), data})
+	e, err := ReadCPIO(b)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return e
 }
 
 func buildArchive(t *testing.T, fill func(w *CPIOWriter) error) []byte {
@@ -79,12 +39,12 @@ func TestCPIOWriter(t *testing.T) {
 	tests := []struct {
 		name string
 		fill func(w *CPIOWriter) error
-		want []cpioEntry
+		want []CPIOEntry
 	}{
 		{
 			name: "file creates parents",
 			fill: func(w *CPIOWriter) error { return w.Bytes("/a/b/c.txt", 0o644, []byte("hello")) },
-			want: []cpioEntry{
+			want: []CPIOEntry{
 				{"a", modeDir | 0o755, ""},
 				{"a/b", modeDir | 0o755, ""},
 				{"a/b/c.txt", modeRegular | 0o644, "hello"},
@@ -106,7 +66,7 @@ func TestCPIOWriter(t *testing.T) {
 				}
 				return nil
 			},
-			want: []cpioEntry{
+			want: []CPIOEntry{
 				{"bin", modeDir | 0o700, ""},
 				{"bin/sh", modeSymlink | 0o777, "/bin/busybox"},
 				{"bin/x", modeRegular | 0o755, "abc"},
@@ -116,7 +76,7 @@ func TestCPIOWriter(t *testing.T) {
 		{
 			name: "dot-dot cannot escape",
 			fill: func(w *CPIOWriter) error { return w.Bytes("../../etc/x", 0o644, []byte("1")) },
-			want: []cpioEntry{
+			want: []CPIOEntry{
 				{"etc", modeDir | 0o755, ""},
 				{"etc/x", modeRegular | 0o644, "1"},
 			},
@@ -213,5 +173,25 @@ func TestCPIOToolRoundTrip(t *testing.T) {
 	}
 	if want := "etc\netc/motd\nbin\nbin/sh\n"; string(out) != want {
 		t.Errorf("cpio -t listed %q, want %q", out, want)
+	}
+}
+
+func TestReadCPIORejects(t *testing.T) {
+	good := buildArchive(t, func(w *CPIOWriter) error { return w.Bytes("f", 0o644, []byte("data")) })
+	tests := []struct {
+		name string
+		b    []byte
+	}{
+		{"bad magic", []byte("070707" + string(good[6:]))},
+		{"truncated", good[:120]},
+		{"garbage", []byte("hello")},
+		{"bad hex", append([]byte("070701zzzzzzzz"), good[14:]...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ReadCPIO(tt.b); err == nil {
+				t.Error("want an error")
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -40,14 +39,17 @@ func ParseExitMarker(line string) (code int, ok bool) {
 }
 
 // Console is an io.Writer placed between QEMU's serial output and the user's
-// terminal: it passes the bytes through (dropping carriage returns so logs
-// read as plain text) and watches complete lines for the start and exit
-// markers. It is safe for concurrent use.
+// terminal: it passes the bytes through, dropping carriage returns and
+// terminal escape sequences (SeaBIOS resets and clears the screen, which
+// would wipe earlier output on a terminal) so logs read as plain text, and
+// watches complete lines for the start and exit markers. It is safe for
+// concurrent use.
 type Console struct {
 	out  io.Writer
 	now  func() time.Time
 	mu   sync.Mutex
 	line []byte
+	esc  escState
 
 	started  bool
 	startAt  time.Time
@@ -65,7 +67,7 @@ func NewConsole(out io.Writer) *Console {
 func (c *Console) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	clean := bytes.ReplaceAll(p, []byte{'\r'}, nil)
+	clean := c.filter(p)
 	for _, b := range clean {
 		if b != '\n' {
 			if len(c.line) < 64<<10 {
@@ -80,6 +82,44 @@ func (c *Console) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// escState tracks an escape sequence split across writes.
+type escState uint8
+
+const (
+	escNone  escState = iota
+	escStart          // after ESC
+	escCSI            // after ESC [, until a final byte 0x40..0x7e
+)
+
+// filter drops carriage returns and escape sequences: ESC [ params final
+// (CSI) and two-byte ones such as ESC c (terminal reset).
+func (c *Console) filter(p []byte) []byte {
+	out := make([]byte, 0, len(p))
+	for _, b := range p {
+		switch c.esc {
+		case escStart:
+			c.esc = escNone
+			if b == '[' {
+				c.esc = escCSI
+			}
+			continue
+		case escCSI:
+			if b >= 0x40 && b <= 0x7e {
+				c.esc = escNone
+			}
+			continue
+		}
+		switch b {
+		case 0x1b:
+			c.esc = escStart
+		case '\r':
+		default:
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 func (c *Console) scan(line string) {

@@ -62,6 +62,12 @@ func TestConsole(t *testing.T) {
 			started: true,
 		},
 		{
+			name:    "escape sequences split across writes",
+			chunks:  []string{"\x1bc\x1b[?7l\x1b[2JSeaBIOS\r\n\x1b[", "0mGODWIT-NESTED-START\n\x1b", "cGODWIT-NESTED-EXIT=0\n"},
+			out:     "SeaBIOS\nGODWIT-NESTED-START\nGODWIT-NESTED-EXIT=0\n",
+			started: true, exited: true, exitCode: 0,
+		},
+		{
 			name:   "kernel panic",
 			chunks: []string{"Kernel panic - not syncing\n"},
 			out:    "Kernel panic - not syncing\n",

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"godwit/migrate"
+	"godwit/vmm"
+)
+
+func receiveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "receive",
+		Usage:     "wait for one VM migrated by `godwit migrate`, then run it",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Usage: "where to listen, tcp:HOST:PORT"},
+			&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API of the received VM"},
+			&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: 30 * time.Second, Usage: "fail when the source sends nothing for this long"},
+			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk OLD as NEW here (repeatable)"},
+			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's tap OLD to NEW here (repeatable)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: runReceive,
+	}
+}
+
+// runReceive accepts one migration, then runs the VM like `godwit run`.
+func runReceive(c *cli.Context) error {
+	if c.Args().Present() {
+		return cli.Exit("receive takes no arguments, only flags", 2)
+	}
+	addr, ok := strings.CutPrefix(c.String("listen"), "tcp:")
+	if !ok || addr == "" {
+		return cli.Exit(fmt.Sprintf("--listen %q: want tcp:HOST:PORT", c.String("listen")), 2)
+	}
+	for _, m := range append(c.StringSlice("disk-map"), c.StringSlice("tap-map")...) {
+		if k, v, ok := strings.Cut(m, "="); !ok || k == "" || v == "" {
+			return cli.Exit(fmt.Sprintf("map %q: want OLD=NEW", m), 2)
+		}
+	}
+	serial, err := vmm.ParseSerial(c.String("serial"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	log, err := newLogger(c.String("log-level"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("--listen: %v", err), 1)
+	}
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
+		log.Warn("listening for a VM on a non-loopback address without authentication", "addr", ln.Addr().String())
+	}
+	log.Info("waiting for a migrating VM", "listen", "tcp:"+ln.Addr().String())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, func() { ln.Close() })
+	conn, err := ln.Accept()
+	ln.Close() // one incoming VM per receiver
+	if err != nil {
+		return cli.Exit("waiting for the source: "+err.Error(), 1)
+	}
+	defer conn.Close()
+	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log}
+	var vm *vmm.VM
+	factory := func(config []byte) (migrate.Target, error) {
+		v, err := vmm.NewIncoming(config, local)
+		if err != nil {
+			return nil, err
+		}
+		vm = v
+		return v, nil
+	}
+	_, dstats, err := migrate.Receive(ctx, conn, factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout")})
+	if err != nil {
+		return cli.Exit("receiving the VM failed: "+err.Error(), 1)
+	}
+	defer vm.Close()
+	log.Info("VM received and running", "restore_ms", dstats.RestoreMs, "start_ms", dstats.StartMs)
+	r := vm.Wait(ctx)
+	if !r.Clean {
+		vm.Close()
+		return cli.Exit("VM stopped: "+r.What+": "+errString(r.Err), 1)
+	}
+	log.Info("VM stopped", "reason", r.What)
+	return nil
+}

@@ -1,0 +1,342 @@
+package migrate
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"time"
+
+	"godwit/vmm/memory"
+)
+
+// ReceiveOptions tune Receive. The zero value is usable.
+type ReceiveOptions struct {
+	// IdleTimeout bounds the wait for each frame from the source (default
+	// 30s): a stalled source fails the migration.
+	IdleTimeout time.Duration
+}
+
+// recvState is a state of the destination's state machine (see the
+// package documentation).
+type recvState int
+
+// Receiver states.
+const (
+	stateWaitHello recvState = iota
+	stateWaitMemory
+	stateInRound
+	stateBetweenRounds
+	stateWaitState
+	stateRestoring
+	stateDone
+	stateFailed
+)
+
+func (s recvState) String() string {
+	switch s {
+	case stateWaitHello:
+		return "WaitHello"
+	case stateWaitMemory:
+		return "WaitMemory"
+	case stateInRound:
+		return "InRound"
+	case stateBetweenRounds:
+		return "BetweenRounds"
+	case stateWaitState:
+		return "WaitState"
+	case stateRestoring:
+		return "Restoring"
+	case stateDone:
+		return "Done"
+	case stateFailed:
+		return "Failed"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// receiver is the state of one Receive.
+type receiver struct {
+	ctx     context.Context
+	l       *link
+	fr      *frameReader
+	factory TargetFactory
+	opts    ReceiveOptions
+	start   time.Time
+	state   recvState
+
+	target     Target
+	sink       *batchSink
+	round      uint32
+	roundPages uint64
+	stateBuf   []byte
+	stateMore  bool // the last STATE chunk had flagMore
+	sections   []Section
+	stats      DestStats
+	refused    bool // REFUSE already sent
+	peerErr    bool // the source sent ERROR
+}
+
+// Receive runs the destination side of a migration on conn: it reads
+// HELLO, builds the VM with factory (a factory error is sent back verbatim
+// in REFUSE), receives memory and state, restores and starts the VM, and
+// answers RESUMED. It returns the running Target.
+//
+// On any failure it discards the target, sends ERROR to the source (best
+// effort), and returns the error. Every frame is treated as hostile; the
+// receiver enforces the state machine of the package documentation.
+//
+// Cancelling ctx, or a source silent for longer than IdleTimeout, fails
+// the migration; pending reads are unblocked by a past deadline when conn
+// has SetDeadline and by closing it otherwise (when it is an io.Closer).
+func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opts ReceiveOptions) (Target, DestStats, error) {
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 30 * time.Second
+	}
+	r := &receiver{
+		ctx:     ctx,
+		l:       newLink(conn),
+		factory: factory,
+		opts:    opts,
+		start:   time.Now(),
+		stats:   DestStats{Status: StatusActive},
+	}
+	r.fr = newFrameReader(bufio.NewReaderSize(conn, 256<<10))
+	stop := context.AfterFunc(ctx, r.l.interrupt)
+	err := r.run()
+	stop()
+	r.l.disarmIdle()
+	r.stats.ReceivedBytes = r.fr.n
+	r.stats.TotalMs = ms(time.Since(r.start))
+	if err != nil {
+		return nil, r.stats, r.fail(err)
+	}
+	r.state = stateDone
+	r.stats.Status = StatusCompleted
+	r.l.clearDeadlines()
+	return r.target, r.stats, nil
+}
+
+// run drives the state machine until the VM runs or something fails.
+func (r *receiver) run() error {
+	for r.state != stateRestoring {
+		f, err := r.next()
+		if err != nil {
+			return err
+		}
+		if f.typ == frameError {
+			r.peerErr = true
+			return fmt.Errorf("%w: source: %s", ErrPeerAborted, parseReason(f.payload))
+		}
+		if err := r.handle(f); err != nil {
+			return err
+		}
+	}
+	return r.restore()
+}
+
+// next reads one frame within the idle timeout.
+func (r *receiver) next() (frame, error) {
+	if err := r.ctx.Err(); err != nil {
+		return frame{}, err
+	}
+	r.l.armIdle(r.opts.IdleTimeout)
+	f, err := r.fr.next()
+	if err == nil {
+		return f, nil
+	}
+	switch {
+	case r.ctx.Err() != nil:
+		return frame{}, r.ctx.Err()
+	case r.l.idleFired.Load() || errors.Is(err, os.ErrDeadlineExceeded):
+		return frame{}, fmt.Errorf("%w: nothing from the source for %v in state %s", ErrTimeout, r.opts.IdleTimeout, r.state)
+	case err == io.EOF:
+		return frame{}, fmt.Errorf("source closed the connection in state %s: %w", r.state, io.ErrUnexpectedEOF)
+	}
+	return frame{}, fmt.Errorf("reading from the source in state %s: %w", r.state, err)
+}
+
+// handle applies one frame to the state machine.
+func (r *receiver) handle(f frame) error {
+	switch {
+	case r.state == stateWaitHello && f.typ == frameHello:
+		return r.hello(f.payload)
+
+	case (r.state == stateWaitMemory || r.state == stateBetweenRounds) && f.typ == frameMemoryBegin:
+		round := uint32(f.payload[0]) | uint32(f.payload[1])<<8 | uint32(f.payload[2])<<16 | uint32(f.payload[3])<<24
+		want := uint32(0)
+		if r.state == stateBetweenRounds {
+			if r.round == math.MaxUint32 {
+				return protoErr("too many rounds")
+			}
+			want = r.round + 1
+		}
+		if round != want {
+			return protoErr("MEMORY_BEGIN for round %d, expected round %d", round, want)
+		}
+		r.round, r.roundPages, r.state = round, 0, stateInRound
+		return nil
+
+	case r.state == stateInRound && f.typ == framePageBatch:
+		c, err := r.sink.apply(f.payload)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r.round, err)
+		}
+		r.roundPages += c.pages()
+		r.stats.Pages.add(c)
+		return nil
+
+	case r.state == stateInRound && f.typ == frameRoundEnd:
+		end, err := parseRoundEnd(f.payload)
+		if err != nil {
+			return err
+		}
+		if end.round != r.round {
+			return protoErr("ROUND_END for round %d inside round %d", end.round, r.round)
+		}
+		if end.pages != r.roundPages {
+			return protoErr("round %d: source sent %d pages, %d arrived", r.round, end.pages, r.roundPages)
+		}
+		r.stats.Rounds++
+		r.state = stateBetweenRounds
+		return nil
+
+	case (r.state == stateBetweenRounds || (r.state == stateWaitState && r.stateMore)) && f.typ == frameState:
+		if len(r.stateBuf)+len(f.payload) > MaxStateSize {
+			return protoErr("VM state exceeds %d bytes", MaxStateSize)
+		}
+		r.stateBuf = append(r.stateBuf, f.payload...)
+		r.stateMore = f.flags&flagMore != 0
+		r.state = stateWaitState
+		if !r.stateMore {
+			sections, err := decodeState(r.stateBuf)
+			if err != nil {
+				return err
+			}
+			r.sections = sections
+		}
+		return nil
+
+	case r.state == stateWaitState && !r.stateMore && f.typ == frameComplete:
+		if n, region, page := r.sink.missing(); n > 0 {
+			return protoErr("COMPLETE with %d pages never sent (first: page %d of region %d)", n, page, region)
+		}
+		r.state = stateRestoring
+		return nil
+	}
+	what := ""
+	if r.state == stateWaitState && f.typ == frameState {
+		what = " (the previous STATE chunk was the last)"
+	} else if r.state == stateWaitState && f.typ == frameComplete {
+		what = " (STATE is incomplete)"
+	}
+	return protoErr("unexpected %s frame in state %s%s", f.typ, r.state, what)
+}
+
+// hello validates HELLO, builds the target, and answers ACCEPT or REFUSE.
+func (r *receiver) hello(p []byte) error {
+	h, err := parseHello(p)
+	if err != nil {
+		return err
+	}
+	if h.version != ProtocolVersion {
+		return r.refuse(fmt.Errorf("protocol version %d not supported (this side speaks %d)", h.version, ProtocolVersion))
+	}
+	if h.pageSize != memory.PageSize {
+		return r.refuse(fmt.Errorf("page size %d not supported (this side uses %d)", h.pageSize, memory.PageSize))
+	}
+	r.l.disarmIdle()
+	t, err := r.factory(h.config)
+	if err != nil {
+		return r.refuse(err)
+	}
+	if t == nil {
+		return r.refuse(errors.New("VM factory returned no VM"))
+	}
+	r.target = t
+	mem := t.Memory()
+	regions := mem.Regions()
+	if len(regions) != len(h.regions) {
+		return r.refuse(fmt.Errorf("memory layout mismatch: source has %d regions, the VM built here has %d", len(h.regions), len(regions)))
+	}
+	for i, reg := range regions {
+		if reg.GPA != h.regions[i].GPA || reg.Size != h.regions[i].Size {
+			return r.refuse(fmt.Errorf("memory layout mismatch: source region %d is [%#x, +%#x), here [%#x, +%#x)",
+				i, h.regions[i].GPA, h.regions[i].Size, reg.GPA, reg.Size))
+		}
+	}
+	r.sink = newBatchSink(mem)
+	if err := r.write(appendFrame(nil, frameAccept, 0, nil)); err != nil {
+		return err
+	}
+	r.state = stateWaitMemory
+	return nil
+}
+
+// refuse sends REFUSE with err's text verbatim and returns err.
+func (r *receiver) refuse(err error) error {
+	r.refused = true
+	if werr := r.write(appendFrame(nil, frameRefuse, 0, reasonPayload(err.Error()))); werr != nil {
+		return errors.Join(fmt.Errorf("refused the migration: %w", err), werr)
+	}
+	return fmt.Errorf("refused the migration: %w", err)
+}
+
+func (r *receiver) write(b []byte) error {
+	if _, err := r.l.rw.Write(b); err != nil {
+		if r.ctx.Err() != nil {
+			return r.ctx.Err()
+		}
+		return fmt.Errorf("writing to the source: %w", err)
+	}
+	return nil
+}
+
+// restore loads the state, starts the VM, and reports RESUMED.
+func (r *receiver) restore() error {
+	r.l.disarmIdle()
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := r.target.RestoreState(r.sections); err != nil {
+		return fmt.Errorf("restoring the VM state: %w", err)
+	}
+	restore := time.Since(t0)
+	if err := r.ctx.Err(); err != nil {
+		return err
+	}
+	t1 := time.Now()
+	if err := r.target.Start(r.ctx); err != nil {
+		return fmt.Errorf("starting the VM: %w", err)
+	}
+	start := time.Since(t1)
+	r.stats.RestoreMs, r.stats.StartMs = ms(restore), ms(start)
+	// If RESUMED cannot be delivered, the source will resume its own
+	// copy: discard ours (fail does) so that only one runs.
+	if err := r.write(appendFrame(nil, frameResumed, 0, resumed{restoreNs: uint64(restore), startNs: uint64(start)}.append(nil))); err != nil {
+		return fmt.Errorf("VM started but RESUMED not delivered, discarding it: %w", err)
+	}
+	return nil
+}
+
+// fail discards the target, tells the source (best effort), and returns err.
+func (r *receiver) fail(err error) error {
+	r.state = stateFailed
+	if r.target != nil {
+		r.target.Discard()
+		r.target = nil
+	}
+	if !r.refused && !r.peerErr {
+		r.l.farewell(appendFrame(nil, frameError, 0, reasonPayload(err.Error())))
+	}
+	r.stats.Status = StatusFailed
+	if r.ctx.Err() != nil {
+		r.stats.Status = StatusCancelled
+	}
+	r.stats.Error = err.Error()
+	return err
+}

@@ -1,0 +1,196 @@
+package migrate
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"godwit/vmm/memory"
+)
+
+// Auto-converge throttle steps, as QEMU's defaults
+// (cpu-throttle-initial 20, cpu-throttle-increment 10, max 99).
+const (
+	ThrottleInitial   = 20
+	ThrottleIncrement = 10
+	ThrottleMax       = 99
+)
+
+// RoundStat is what one pre-copy round measured.
+type RoundStat struct {
+	// Round is the round number, 0 for the full copy.
+	Round int `json:"round"`
+	// Pages is the number of pages the round sent (zero pages included).
+	Pages uint64 `json:"pages"`
+	// Bytes is what the round put on the wire.
+	Bytes uint64 `json:"bytes"`
+	// Duration is how long sending took.
+	Duration time.Duration `json:"duration_ns"`
+	// DirtyAfter is the number of pages the guest dirtied while the round
+	// ran: the work left for the next round.
+	DirtyAfter uint64 `json:"dirty_after"`
+	// ThrottlePct is the auto-converge throttle in effect during the round.
+	ThrottlePct int `json:"throttle_pct"`
+}
+
+// History is the input of Decide: every round so far and the clock.
+type History struct {
+	// Rounds are the completed rounds, oldest first.
+	Rounds []RoundStat
+	// Elapsed is the time since the migration started.
+	Elapsed time.Duration
+	// ThrottlePct is the throttle currently applied.
+	ThrottlePct int
+}
+
+// Policy holds the knobs of the stop-iterating decision.
+type Policy struct {
+	// DowntimeTarget is the longest acceptable pause.
+	DowntimeTarget time.Duration
+	// MaxRounds bounds the iterative rounds (round 0 included).
+	MaxRounds int
+	// Timeout bounds the whole migration; 0 means none.
+	Timeout time.Duration
+	// AutoConverge allows throttling the vCPUs when the dirty set does not
+	// shrink.
+	AutoConverge bool
+}
+
+// Action is what Decide tells the source to do next.
+type Action int
+
+// Actions.
+const (
+	// Continue runs another iterative round.
+	Continue Action = iota
+	// StopAndCopy pauses the VM and sends what is left.
+	StopAndCopy
+	// Throttle sets Decision.ThrottlePct, then runs another round.
+	Throttle
+	// Fail gives up; the source keeps running.
+	Fail
+)
+
+// String returns the action's name.
+func (a Action) String() string {
+	switch a {
+	case Continue:
+		return "continue"
+	case StopAndCopy:
+		return "stop-and-copy"
+	case Throttle:
+		return "throttle"
+	case Fail:
+		return "fail"
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Decision is the result of Decide.
+type Decision struct {
+	// Action is what to do next.
+	Action Action
+	// ThrottlePct is the new throttle when Action is Throttle.
+	ThrottlePct int
+	// Reason explains the decision in words, for traces and errors.
+	Reason string
+	// ExpectedDowntime is the pause stop-and-copy would cause now.
+	ExpectedDowntime time.Duration
+	// Bandwidth is the estimate used, in bytes per second (+Inf when
+	// nothing has been measured yet).
+	Bandwidth float64
+}
+
+// shrinks reports whether the dirty set went from prev to cur pages by at
+// least 5%: a smaller drop means pre-copy is not gaining on the guest.
+func shrinks(prev, cur uint64) bool { return cur*20 <= prev*19 && cur < prev }
+
+// Decide is the stop-iterating policy, a pure function of the round
+// statistics, checked in this order after every round:
+//
+//  1. Converged: the expected downtime — the pages dirtied during the last
+//     round, at memory.PageSize bytes each (conservative: zero and
+//     compressed pages travel smaller), divided by the bandwidth measured
+//     in the most recent round that sent something — is within
+//     DowntimeTarget: StopAndCopy.
+//  2. Timeout reached: Fail.
+//  3. MaxRounds reached: StopAndCopy, accepting a longer pause, unless the
+//     expected downtime would overrun the Timeout, then Fail. QEMU has no
+//     round limit and iterates until converged or cancelled; godwit
+//     follows Cloud Hypervisor and bounds the rounds, so a migration
+//     always ends. A caller that prefers never to exceed the downtime
+//     target sets a large MaxRounds and relies on Timeout to Fail.
+//  4. AutoConverge on, throttle below ThrottleMax, and the last two rounds
+//     run at the current throttle both failed to shrink the dirty set (by
+//     at least 5%): Throttle, to ThrottleInitial the first time, then up
+//     by ThrottleIncrement, capped at ThrottleMax.
+//  5. Otherwise Continue.
+func Decide(h History, p Policy) Decision {
+	if len(h.Rounds) == 0 {
+		return Decision{Action: Continue, Reason: "no round completed yet", Bandwidth: math.Inf(1)}
+	}
+	last := h.Rounds[len(h.Rounds)-1]
+	bw := math.Inf(1)
+	for i := len(h.Rounds) - 1; i >= 0; i-- {
+		r := h.Rounds[i]
+		if r.Bytes > 0 {
+			bw = float64(r.Bytes) / max(r.Duration.Seconds(), 1e-6)
+			break
+		}
+	}
+	remaining := float64(last.DirtyAfter) * memory.PageSize
+	var expected time.Duration
+	switch {
+	case last.DirtyAfter == 0:
+	case math.IsInf(bw, 1):
+		expected = math.MaxInt64 / 2 // unknown: never "converged"
+	default:
+		expected = time.Duration(min(remaining/bw*float64(time.Second), math.MaxInt64/2))
+	}
+	d := Decision{ExpectedDowntime: expected, Bandwidth: bw}
+	rounds := len(h.Rounds)
+	switch {
+	case expected <= p.DowntimeTarget:
+		d.Action = StopAndCopy
+		d.Reason = fmt.Sprintf("converged: expected downtime %v within target %v", expected, p.DowntimeTarget)
+	case p.Timeout > 0 && h.Elapsed >= p.Timeout:
+		d.Action = Fail
+		d.Reason = fmt.Sprintf("timeout %v reached after %d rounds; expected downtime still %v (target %v)", p.Timeout, rounds, expected, p.DowntimeTarget)
+	case p.MaxRounds > 0 && rounds >= p.MaxRounds:
+		if p.Timeout > 0 && h.Elapsed+expected > p.Timeout {
+			d.Action = Fail
+			d.Reason = fmt.Sprintf("%d rounds done and the expected downtime %v would overrun the timeout %v", rounds, expected, p.Timeout)
+		} else {
+			d.Action = StopAndCopy
+			d.Reason = fmt.Sprintf("round limit %d reached: stopping with expected downtime %v (target %v)", p.MaxRounds, expected, p.DowntimeTarget)
+		}
+	case p.AutoConverge && h.ThrottlePct < ThrottleMax && stalled(h):
+		next := ThrottleInitial
+		if h.ThrottlePct > 0 {
+			next = min(max(h.ThrottlePct+ThrottleIncrement, ThrottleInitial), ThrottleMax)
+		}
+		d.Action = Throttle
+		d.ThrottlePct = next
+		d.Reason = fmt.Sprintf("dirty set not shrinking for 2 rounds at throttle %d%%: throttling to %d%%", h.ThrottlePct, next)
+	default:
+		d.Action = Continue
+		d.Reason = fmt.Sprintf("expected downtime %v above target %v", expected, p.DowntimeTarget)
+	}
+	return d
+}
+
+// stalled reports whether the last two rounds, both run at the current
+// throttle, failed to shrink the dirty set.
+func stalled(h History) bool {
+	n := len(h.Rounds)
+	if n < 3 {
+		return false
+	}
+	for i := n - 2; i < n; i++ {
+		r := h.Rounds[i]
+		if r.ThrottlePct != h.ThrottlePct || shrinks(h.Rounds[i-1].DirtyAfter, r.DirtyAfter) {
+			return false
+		}
+	}
+	return true
+}

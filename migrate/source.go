@@ -1,0 +1,609 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"runtime"
+	"sync"
+	"time"
+
+	"godwit/vmm/memory"
+)
+
+// Options tune Send. The zero value is usable.
+type Options struct {
+	// DowntimeTarget is the longest acceptable pause (default 300ms).
+	DowntimeTarget time.Duration
+	// Bandwidth caps the send rate in bytes per second (0 = unlimited).
+	Bandwidth int64
+	// Compression selects the encoding of non-zero pages.
+	Compression Compression
+	// Timeout bounds the whole migration (0 = none). When it passes, the
+	// migration fails and the source keeps running.
+	Timeout time.Duration
+	// AutoConverge throttles the vCPUs when the dirty set stops shrinking.
+	AutoConverge bool
+	// MaxRounds bounds the memory rounds before stop-and-copy (default 30).
+	MaxRounds int
+	// Workers is the number of goroutines encoding page batches (default
+	// GOMAXPROCS, at most 4).
+	Workers int
+	// Progress, if set, is called after every round.
+	Progress func(Progress)
+	// Trace, if set, receives a record of every round.
+	Trace func(RoundTrace)
+}
+
+func (o Options) withDefaults() Options {
+	if o.DowntimeTarget <= 0 {
+		o.DowntimeTarget = 300 * time.Millisecond
+	}
+	if o.MaxRounds <= 0 {
+		o.MaxRounds = 30
+	}
+	if o.Workers <= 0 {
+		o.Workers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	return o
+}
+
+// peerResult is what the source's reader goroutine saw from the
+// destination: RESUMED, or the error that ended the stream.
+type peerResult struct {
+	resumed resumed
+	err     error
+}
+
+// sender is the state of one Send.
+type sender struct {
+	ctx     context.Context
+	vm      Source
+	opts    Options
+	l       *link
+	fw      *frameWriter
+	start   time.Time
+	mem     *memory.Memory
+	regions []memory.Region
+	dirty   [][]uint64
+	encs    []*batchEncoder
+	bufs    chan []byte
+	stats   Stats
+	hist    History
+
+	logStarted bool
+	paused     bool
+	peer       chan peerResult
+	readerDone chan struct{}
+	peerSeen   *peerResult
+}
+
+// Send migrates vm over conn: handshake, pre-copy rounds while the VM
+// runs, then a paused final round, the device state and switchover. It
+// returns when the destination reports RESUMED; the source VM is then
+// left paused for the caller to shut down.
+//
+// On any failure before RESUMED, Send stops the dirty log, lifts the
+// throttle, resumes the VM if it paused it, tells the destination why
+// (best effort), and returns the error: the source keeps running unchanged
+// and can migrate again.
+//
+// Cancelling ctx aborts the migration the same way. To unblock pending
+// I/O, Send sets a past deadline on conn when it has SetDeadline (as a
+// net.Conn does), and closes it otherwise when it is an io.Closer. The
+// caller owns conn and closes it after Send returns.
+func Send(ctx context.Context, conn io.ReadWriter, vm Source, opts Options) (Stats, error) {
+	opts = opts.withDefaults()
+	s := &sender{
+		vm:    vm,
+		opts:  opts,
+		l:     newLink(conn),
+		start: time.Now(),
+		stats: Stats{Status: StatusActive},
+	}
+	var cancel context.CancelFunc
+	if opts.Timeout > 0 {
+		ctx, cancel = context.WithTimeoutCause(ctx, opts.Timeout,
+			fmt.Errorf("%w: Options.Timeout of %v passed", ErrTimeout, opts.Timeout))
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
+	}
+	defer cancel()
+	s.ctx = ctx
+	s.fw = &frameWriter{ctx: ctx, w: conn}
+	if opts.Bandwidth > 0 {
+		s.fw.lim = newLimiter(opts.Bandwidth)
+		s.fw.chunk = int(max(min(opts.Bandwidth/20, 1<<20), 4<<10))
+	}
+	stop := context.AfterFunc(ctx, s.l.interrupt)
+	err := s.run()
+	stop()
+	s.stats.TransferredBytes = s.fw.written()
+	s.stats.TotalMs = ms(time.Since(s.start))
+	s.stats.Mbps = mbps(s.stats.TransferredBytes, time.Since(s.start))
+	if err != nil {
+		return s.stats, s.fail(err)
+	}
+	s.stats.Status = StatusCompleted
+	s.l.clearDeadlines()
+	return s.stats, nil
+}
+
+// run is the happy path; any error goes to fail.
+func (s *sender) run() error {
+	if s.opts.Compression != CompressionNone && s.opts.Compression != CompressionLZ4 {
+		return fmt.Errorf("unknown compression %v", s.opts.Compression)
+	}
+	cfg, err := s.vm.Config()
+	if err != nil {
+		return fmt.Errorf("reading the VM configuration: %w", err)
+	}
+	if len(cfg) > MaxConfigSize {
+		return fmt.Errorf("VM configuration of %d bytes exceeds the protocol limit of %d", len(cfg), MaxConfigSize)
+	}
+	s.mem = s.vm.Memory()
+	s.regions = s.mem.Regions()
+	if len(s.regions) > MaxRegions {
+		return fmt.Errorf("VM has %d memory regions, the protocol allows %d", len(s.regions), MaxRegions)
+	}
+	if err := s.handshake(cfg); err != nil {
+		return err
+	}
+
+	s.peer = make(chan peerResult, 1)
+	s.readerDone = make(chan struct{})
+	go s.readPeer()
+
+	s.logStarted = true
+	if err := s.vm.StartDirtyLog(); err != nil {
+		return fmt.Errorf("starting the dirty log: %w", err)
+	}
+	s.stats.SetupMs = ms(time.Since(s.start))
+
+	// Round 0 sends all of RAM.
+	s.dirty = make([][]uint64, len(s.regions))
+	for i, r := range s.regions {
+		s.dirty[i] = make([]uint64, (r.Pages()+63)/64)
+		for p := uint64(0); p < r.Pages(); p += 64 {
+			s.dirty[i][p/64] = ^uint64(0) >> (64 - min(64, r.Pages()-p))
+		}
+	}
+	s.encs = make([]*batchEncoder, s.opts.Workers)
+	s.bufs = make(chan []byte, s.opts.Workers+1)
+	for i := range s.encs {
+		s.encs[i] = &batchEncoder{comp: s.opts.Compression}
+	}
+	for range s.opts.Workers + 1 {
+		s.bufs <- nil
+	}
+
+	policy := Policy{
+		DowntimeTarget: s.opts.DowntimeTarget,
+		MaxRounds:      s.opts.MaxRounds,
+		Timeout:        s.opts.Timeout,
+		AutoConverge:   s.opts.AutoConverge,
+	}
+	for round := 0; ; round++ {
+		roundStart := time.Now()
+		counts, bytes, err := s.sendRound(round)
+		if err != nil {
+			return err
+		}
+		dur := time.Since(roundStart)
+		dirtyAfter, err := s.fetchDirty()
+		if err != nil {
+			return err
+		}
+		rs := RoundStat{
+			Round: round, Pages: counts.pages(), Bytes: bytes, Duration: dur,
+			DirtyAfter: dirtyAfter, ThrottlePct: s.hist.ThrottlePct,
+		}
+		s.hist.Rounds = append(s.hist.Rounds, rs)
+		s.hist.Elapsed = time.Since(s.start)
+		d := Decide(s.hist, policy)
+		s.stats.Rounds = round + 1
+		s.stats.ExpectedDowntimeMs = ms(d.ExpectedDowntime)
+		if round > 0 && dur > 0 {
+			s.stats.DirtyPagesRate = float64(dirtyAfter) / dur.Seconds()
+		}
+		s.report(rs, counts, roundStart, d)
+		if err := s.ctx.Err(); err != nil {
+			return err
+		}
+		switch d.Action {
+		case StopAndCopy:
+			return s.switchover(round + 1)
+		case Fail:
+			return fmt.Errorf("%w: %s", ErrNotConverged, d.Reason)
+		case Throttle:
+			s.hist.ThrottlePct = d.ThrottlePct
+			s.stats.ThrottlePct = max(s.stats.ThrottlePct, d.ThrottlePct)
+			s.vm.SetThrottle(d.ThrottlePct)
+		}
+	}
+}
+
+// report calls the Progress and Trace hooks for a finished round.
+func (s *sender) report(rs RoundStat, c batchCounts, roundStart time.Time, d Decision) {
+	if s.opts.Progress != nil {
+		var total uint64
+		for _, r := range s.regions {
+			total += r.Pages()
+		}
+		s.opts.Progress(Progress{
+			Round:            rs.Round,
+			Elapsed:          time.Since(s.start),
+			TransferredBytes: s.fw.written(),
+			RemainingPages:   rs.DirtyAfter,
+			TotalPages:       total,
+			Mbps:             mbps(rs.Bytes, rs.Duration),
+			ExpectedDowntime: d.ExpectedDowntime,
+			ThrottlePct:      s.hist.ThrottlePct,
+		})
+	}
+	if s.opts.Trace != nil {
+		t := RoundTrace{
+			RoundStat: rs, Start: roundStart.Sub(s.start),
+			Mbps: mbps(rs.Bytes, rs.Duration), ExpectedDowntime: d.ExpectedDowntime,
+		}
+		t.PageCounts.add(c)
+		if d.Reason != "" {
+			t.Decision, t.Reason = d.Action.String(), d.Reason
+		} else {
+			t.Final = true
+		}
+		s.opts.Trace(t)
+	}
+}
+
+// handshake sends HELLO and waits for ACCEPT.
+func (s *sender) handshake(cfg []byte) error {
+	h := hello{version: ProtocolVersion, pageSize: memory.PageSize, config: cfg}
+	for _, r := range s.regions {
+		h.regions = append(h.regions, regionDesc{GPA: r.GPA, Size: r.Size})
+	}
+	if err := s.fw.write(appendFrame(nil, frameHello, 0, h.append(nil))); err != nil {
+		return fmt.Errorf("sending HELLO: %w", err)
+	}
+	f, err := newFrameReader(s.l.rw).next()
+	if err != nil {
+		return fmt.Errorf("waiting for the destination's answer to HELLO: %w", err)
+	}
+	switch f.typ {
+	case frameAccept:
+		return nil
+	case frameRefuse:
+		return fmt.Errorf("%w: %s", ErrRefused, parseReason(f.payload))
+	case frameError:
+		return fmt.Errorf("%w: destination: %s", ErrPeerAborted, parseReason(f.payload))
+	}
+	return protoErr("destination answered HELLO with %s", f.typ)
+}
+
+// readPeer reads the destination's frames after ACCEPT: RESUMED at the
+// end, or ERROR at any time. Anything else is a protocol error.
+func (s *sender) readPeer() {
+	defer close(s.readerDone)
+	fr := newFrameReader(s.l.rw)
+	f, err := fr.next()
+	var r peerResult
+	switch {
+	case err != nil:
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		r.err = fmt.Errorf("reading from the destination: %w", err)
+	case f.typ == frameResumed:
+		r.resumed, r.err = parseResumed(f.payload)
+	case f.typ == frameError:
+		r.err = fmt.Errorf("%w: destination: %s", ErrPeerAborted, parseReason(f.payload))
+	default:
+		r.err = protoErr("unexpected %s frame from the destination", f.typ)
+	}
+	s.peer <- r
+}
+
+// checkPeer returns the destination's error if it has spoken before
+// COMPLETE (anything it says then ends the migration).
+func (s *sender) checkPeer() error {
+	if s.peerSeen != nil {
+		return s.peerErr(*s.peerSeen)
+	}
+	select {
+	case r := <-s.peer:
+		s.peerSeen = &r
+		return s.peerErr(r)
+	default:
+		return nil
+	}
+}
+
+func (s *sender) peerErr(r peerResult) error {
+	if r.err != nil {
+		return r.err
+	}
+	return protoErr("destination sent RESUMED before COMPLETE")
+}
+
+// fetchDirty replaces the dirty bitmaps with the pages written since the
+// last fetch and returns how many there are.
+func (s *sender) fetchDirty() (uint64, error) {
+	var n uint64
+	for i := range s.regions {
+		clear(s.dirty[i])
+		if err := s.vm.FetchDirty(i, s.dirty[i]); err != nil {
+			return 0, fmt.Errorf("fetching the dirty log of region %d: %w", i, err)
+		}
+		n += popcount(s.dirty[i], s.regions[i].Pages())
+	}
+	return n, nil
+}
+
+// popcount counts the set bits among the first pages bits of bm.
+func popcount(bm []uint64, pages uint64) uint64 {
+	var n uint64
+	for w, v := range bm {
+		if rem := pages - uint64(w)*64; rem < 64 {
+			v &= 1<<rem - 1
+		}
+		n += uint64(bits.OnesCount64(v))
+	}
+	return n
+}
+
+// sendRound sends MEMORY_BEGIN, a PAGE_BATCH for every run of dirty
+// pages, and ROUND_END. Encoding runs on opts.Workers goroutines; the
+// calling goroutine writes. Batches of one round cover disjoint pages, so
+// they may go out in any order.
+func (s *sender) sendRound(round int) (batchCounts, uint64, error) {
+	var counts batchCounts
+	if err := s.checkPeer(); err != nil {
+		return counts, 0, err
+	}
+	before := s.fw.written()
+	if err := s.fw.write(appendFrame(nil, frameMemoryBegin, 0, le32(uint32(round)))); err != nil {
+		return counts, 0, s.writeErr(err)
+	}
+
+	type job struct {
+		host []byte
+		b    batch
+	}
+	type result struct {
+		buf []byte
+		c   batchCounts
+	}
+	jobs := make(chan *job, len(s.encs))
+	results := make(chan result, len(s.encs))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // producer
+		defer wg.Done()
+		defer close(jobs)
+		for i, r := range s.regions {
+			host := s.mem.RegionHost(i)
+			var pos uint64
+			for {
+				j := &job{host: host}
+				j.b.region = i
+				if !nextBatch(s.dirty[i], r.Pages(), &pos, &j.b) {
+					break
+				}
+				select {
+				case jobs <- j:
+				case <-done:
+					return
+				}
+			}
+		}
+	}()
+	var workers sync.WaitGroup
+	for _, enc := range s.encs {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range jobs {
+				var buf []byte
+				select {
+				case buf = <-s.bufs:
+				case <-done:
+					return
+				}
+				if buf == nil {
+					buf = make([]byte, 0, maxBatchFrame+lz4Room)
+				}
+				out, c := enc.appendFrame(buf[:0], j.host, &j.b)
+				select {
+				case results <- result{out, c}:
+				case <-done:
+					s.bufs <- out
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		workers.Wait()
+		close(results)
+	}()
+	var err error
+	for r := range results {
+		if err == nil {
+			if err = s.checkPeer(); err == nil {
+				if werr := s.fw.write(r.buf); werr != nil {
+					err = s.writeErr(werr)
+				}
+			}
+			if err != nil {
+				close(done)
+			}
+			counts.add(r.c)
+		}
+		s.bufs <- r.buf
+	}
+	wg.Wait()
+	if err != nil {
+		return counts, 0, err
+	}
+	sent := s.fw.written() - before
+	s.stats.Pages.add(counts)
+	end := roundEnd{round: uint32(round), pages: counts.pages(), bytes: sent}
+	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.append(nil))); err != nil {
+		return counts, 0, s.writeErr(err)
+	}
+	return counts, s.fw.written() - before, nil
+}
+
+// writeErr explains a failed write: cancellation, or what the destination
+// said before it went away, or the write error itself.
+func (s *sender) writeErr(err error) error {
+	if cerr := context.Cause(s.ctx); cerr != nil {
+		return cerr
+	}
+	// The destination usually sends ERROR before closing: give the reader
+	// a moment to deliver it, as it explains the write failure.
+	if s.peerSeen == nil {
+		t := time.NewTimer(farewellTimeout)
+		defer t.Stop()
+		select {
+		case r := <-s.peer:
+			s.peerSeen = &r
+		case <-t.C:
+		}
+	}
+	if s.peerSeen != nil && s.peerSeen.err != nil && errors.Is(s.peerSeen.err, ErrPeerAborted) {
+		return s.peerSeen.err
+	}
+	return fmt.Errorf("writing to the destination: %w", err)
+}
+
+// switchover pauses the VM, sends the last dirty pages and the state, and
+// waits for RESUMED.
+func (s *sender) switchover(round int) error {
+	pauseAt := time.Now()
+	s.paused = true
+	if err := s.vm.Pause(s.ctx); err != nil {
+		return fmt.Errorf("pausing the VM: %w", err)
+	}
+	if err := s.ctx.Err(); err != nil {
+		return err
+	}
+	// The bitmaps hold the pages dirtied during the last round; add
+	// those dirtied since.
+	for i := range s.regions {
+		if err := s.vm.FetchDirty(i, s.dirty[i]); err != nil {
+			return fmt.Errorf("fetching the final dirty log of region %d: %w", i, err)
+		}
+	}
+	roundStart := time.Now()
+	counts, bytes, err := s.sendRound(round)
+	if err != nil {
+		return err
+	}
+	s.stats.Rounds = round + 1
+	s.stats.FinalSyncMs = ms(time.Since(pauseAt))
+	s.report(RoundStat{Round: round, Pages: counts.pages(), Bytes: bytes, Duration: time.Since(roundStart), ThrottlePct: s.hist.ThrottlePct},
+		counts, roundStart, Decision{})
+
+	saveStart := time.Now()
+	sections, err := s.vm.SaveState()
+	if err != nil {
+		return fmt.Errorf("saving the VM state: %w", err)
+	}
+	state, err := encodeState(sections)
+	if err != nil {
+		return err
+	}
+	s.stats.StateSaveMs = ms(time.Since(saveStart))
+	if err := s.checkPeer(); err != nil {
+		return err
+	}
+	for off := 0; ; off += maxStateChunk {
+		end := min(off+maxStateChunk, len(state))
+		var flags uint16
+		if end < len(state) {
+			flags = flagMore
+		}
+		if err := s.fw.write(appendFrame(nil, frameState, flags, state[off:end])); err != nil {
+			return s.writeErr(err)
+		}
+		if flags == 0 {
+			break
+		}
+	}
+	if err := s.fw.write(appendFrame(nil, frameComplete, 0, nil)); err != nil {
+		return s.writeErr(err)
+	}
+
+	var r peerResult
+	if s.peerSeen != nil {
+		r = *s.peerSeen
+	} else {
+		select {
+		case r = <-s.peer:
+			s.peerSeen = &r
+		case <-s.ctx.Done():
+			return context.Cause(s.ctx)
+		}
+	}
+	if r.err != nil {
+		if cerr := context.Cause(s.ctx); cerr != nil {
+			return cerr
+		}
+		return r.err
+	}
+	s.stats.DowntimeMs = ms(time.Since(pauseAt))
+	s.stats.RestoreMs = ms(time.Duration(r.resumed.restoreNs))
+	s.stats.StartMs = ms(time.Duration(r.resumed.startNs))
+	// The VM now runs on the destination; the source stays paused.
+	// Its error is moot: the migration succeeded, and tracking left on a
+	// paused VM that is about to be shut down is harmless.
+	_ = s.vm.StopDirtyLog()
+	s.vm.SetThrottle(0)
+	return nil
+}
+
+// fail undoes everything Send did to the source VM and tells the
+// destination, then returns err (with any cleanup error joined).
+func (s *sender) fail(err error) error {
+	if cerr := context.Cause(s.ctx); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w (%v)", cerr, err)
+	}
+	peerAborted := errors.Is(err, ErrPeerAborted) || errors.Is(err, ErrRefused)
+	if !peerAborted {
+		s.l.farewell(appendFrame(nil, frameError, 0, reasonPayload(err.Error())))
+	}
+	if s.readerDone != nil && s.l.canInterrupt() {
+		s.l.interrupt()
+		<-s.readerDone
+	}
+	cleanup := context.WithoutCancel(s.ctx)
+	var errs []error
+	if s.hist.ThrottlePct > 0 {
+		s.vm.SetThrottle(0)
+	}
+	if s.logStarted {
+		if e := s.vm.StopDirtyLog(); e != nil {
+			errs = append(errs, fmt.Errorf("stopping the dirty log: %w", e))
+		}
+	}
+	if s.paused {
+		if e := s.vm.Resume(cleanup); e != nil {
+			errs = append(errs, fmt.Errorf("resuming the source VM: %w", e))
+		}
+	}
+	s.stats.Status = StatusFailed
+	if s.ctx.Err() != nil && !errors.Is(err, ErrTimeout) {
+		s.stats.Status = StatusCancelled
+	}
+	err = errors.Join(append([]error{err}, errs...)...)
+	s.stats.Error = err.Error()
+	return err
+}
+
+func le32(v uint32) []byte {
+	return []byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
+}

@@ -1,0 +1,138 @@
+package migrate
+
+import "time"
+
+// Migration status values of Stats.Status and DestStats.Status, as QEMU's
+// query-migrate names them.
+const (
+	StatusActive    = "active"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// PageStats counts pages by how they travelled.
+type PageStats struct {
+	// Normal pages were sent raw.
+	Normal uint64 `json:"normal"`
+	// Zero pages were sent as a bit.
+	Zero uint64 `json:"zero"`
+	// Compressed pages were sent LZ4-compressed.
+	Compressed uint64 `json:"compressed"`
+}
+
+func (p *PageStats) add(c batchCounts) {
+	p.Normal += c.normal
+	p.Zero += c.zero
+	p.Compressed += c.compressed
+}
+
+// Stats is the source's record of a migration. Field names follow QEMU's
+// query-migrate where they overlap; durations are milliseconds.
+type Stats struct {
+	// Status is active, completed, failed or cancelled.
+	Status string `json:"status"`
+	// Error is the failure, when Status is failed or cancelled.
+	Error string `json:"error,omitempty"`
+	// SetupMs covers the handshake and starting the dirty log.
+	SetupMs float64 `json:"setup_ms"`
+	// TotalMs is the whole migration, start to RESUMED (or failure).
+	TotalMs float64 `json:"total_ms"`
+	// DowntimeMs runs from pausing the source to receiving RESUMED.
+	DowntimeMs float64 `json:"downtime_ms"`
+	// ExpectedDowntimeMs is the policy's last estimate before pausing.
+	ExpectedDowntimeMs float64 `json:"expected_downtime_ms"`
+	// Rounds counts memory rounds, the full copy and the final one
+	// included.
+	Rounds int `json:"rounds"`
+	// TransferredBytes counts every byte written to the connection.
+	TransferredBytes uint64 `json:"transferred_bytes"`
+	// Pages counts sent pages over all rounds.
+	Pages PageStats `json:"pages"`
+	// Mbps is the average throughput, megabits per second.
+	Mbps float64 `json:"mbps"`
+	// DirtyPagesRate is the guest's dirtying rate measured in the last
+	// iterative round, pages per second.
+	DirtyPagesRate float64 `json:"dirty_pages_rate"`
+	// ThrottlePct is the highest auto-converge throttle applied.
+	ThrottlePct int `json:"throttle_pct"`
+	// FinalSyncMs is the paused memory round: final dirty fetch and send.
+	FinalSyncMs float64 `json:"final_sync_ms"`
+	// StateSaveMs is Source.SaveState.
+	StateSaveMs float64 `json:"state_save_ms"`
+	// RestoreMs is the destination's Target.RestoreState, as it reported.
+	RestoreMs float64 `json:"restore_ms"`
+	// StartMs is the destination's Target.Start, as it reported.
+	StartMs float64 `json:"start_ms"`
+}
+
+// DestStats is the destination's record of a migration.
+type DestStats struct {
+	// Status is active, completed, failed or cancelled.
+	Status string `json:"status"`
+	// Error is the failure, when Status is failed or cancelled.
+	Error string `json:"error,omitempty"`
+	// TotalMs runs from the first byte read to RESUMED sent.
+	TotalMs float64 `json:"total_ms"`
+	// Rounds counts memory rounds received.
+	Rounds int `json:"rounds"`
+	// ReceivedBytes counts frame bytes read.
+	ReceivedBytes uint64 `json:"received_bytes"`
+	// Pages counts received pages.
+	Pages PageStats `json:"pages"`
+	// RestoreMs is Target.RestoreState.
+	RestoreMs float64 `json:"restore_ms"`
+	// StartMs is Target.Start.
+	StartMs float64 `json:"start_ms"`
+}
+
+// Progress is reported to Options.Progress after every round, for a live
+// display.
+type Progress struct {
+	// Round is the round just finished.
+	Round int `json:"round"`
+	// Elapsed is the time since Send started.
+	Elapsed time.Duration `json:"elapsed_ns"`
+	// TransferredBytes so far.
+	TransferredBytes uint64 `json:"transferred_bytes"`
+	// RemainingPages is the dirty set the next round will send.
+	RemainingPages uint64 `json:"remaining_pages"`
+	// TotalPages is the size of guest RAM in pages.
+	TotalPages uint64 `json:"total_pages"`
+	// Mbps is the throughput of the round just finished.
+	Mbps float64 `json:"mbps"`
+	// ExpectedDowntime is the policy's current estimate.
+	ExpectedDowntime time.Duration `json:"expected_downtime_ns"`
+	// ThrottlePct is the throttle now applied.
+	ThrottlePct int `json:"throttle_pct"`
+}
+
+// RoundTrace is the per-round record given to Options.Trace, for a trace
+// file that explains a migration after the fact.
+type RoundTrace struct {
+	RoundStat
+	// Final is set for the paused stop-and-copy round.
+	Final bool `json:"final,omitempty"`
+	// Start is the round's start relative to the start of Send.
+	Start time.Duration `json:"start_ns"`
+	// PageCounts splits Pages by encoding.
+	PageCounts PageStats `json:"page_counts"`
+	// Mbps is the round's throughput.
+	Mbps float64 `json:"mbps"`
+	// Decision is what the policy decided after the round (empty for the
+	// final round).
+	Decision string `json:"decision,omitempty"`
+	// Reason is the policy's explanation.
+	Reason string `json:"reason,omitempty"`
+	// ExpectedDowntime is the policy's estimate after the round.
+	ExpectedDowntime time.Duration `json:"expected_downtime_ns"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mbps(bytes uint64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(bytes) * 8 / 1e6 / d.Seconds()
+}

@@ -1,0 +1,424 @@
+package migrate
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"unicode/utf8"
+
+	"godwit/vmm/memory"
+)
+
+// Protocol constants. See the package documentation for the frame layouts.
+const (
+	// Magic opens every HELLO payload.
+	Magic = "GODWITMG"
+	// ProtocolVersion is the version of the wire format this package speaks.
+	ProtocolVersion = 1
+
+	// MaxConfigSize bounds the VM configuration carried by HELLO.
+	MaxConfigSize = 64 << 10
+	// MaxBatchPages bounds the pages one PAGE_BATCH frame may cover.
+	MaxBatchPages = 1024
+	// MaxPayload bounds the payload of any frame: a full batch of raw
+	// pages plus its headers and bitmaps fits with room to spare.
+	MaxPayload = MaxBatchPages*memory.PageSize + 64<<10
+	// MaxStateSize bounds the encoded VM state (all STATE chunks together).
+	MaxStateSize = 16 << 20
+	// MaxSections bounds the number of state sections.
+	MaxSections = 4096
+	// MaxSectionID bounds the length of a section ID in bytes.
+	MaxSectionID = 256
+	// MaxReason bounds the reason text of REFUSE and ERROR frames; longer
+	// reasons are truncated by the sender.
+	MaxReason = 4096
+	// MaxRegions bounds the memory regions HELLO may describe.
+	MaxRegions = 64
+)
+
+const (
+	headerSize    = 8 // type u16, flags u16, length u32
+	trailerSize   = 4 // crc32c over header and payload
+	maxStateChunk = 1 << 20
+	// flagMore marks a STATE chunk that is followed by another one.
+	flagMore uint16 = 1
+)
+
+// frameType identifies a frame on the wire.
+type frameType uint16
+
+// Frame types. Their numeric values are part of the wire format.
+const (
+	frameHello       frameType = 1
+	frameAccept      frameType = 2
+	frameRefuse      frameType = 3
+	frameMemoryBegin frameType = 4
+	framePageBatch   frameType = 5
+	frameRoundEnd    frameType = 6
+	frameState       frameType = 7
+	frameComplete    frameType = 8
+	frameResumed     frameType = 9
+	frameError       frameType = 10
+)
+
+// frameSpec is what a reader accepts for one frame type.
+type frameSpec struct {
+	name     string
+	maxLen   uint32 // payload bound
+	minLen   uint32 // payload lower bound
+	flagMask uint16 // flags that may be set
+}
+
+var frameSpecs = map[frameType]frameSpec{
+	frameHello:       {name: "HELLO", minLen: helloFixed, maxLen: helloFixed + MaxRegions*16 + MaxConfigSize},
+	frameAccept:      {name: "ACCEPT"},
+	frameRefuse:      {name: "REFUSE", maxLen: MaxReason},
+	frameMemoryBegin: {name: "MEMORY_BEGIN", minLen: 4, maxLen: 4},
+	framePageBatch:   {name: "PAGE_BATCH", minLen: batchHeader, maxLen: MaxPayload},
+	frameRoundEnd:    {name: "ROUND_END", minLen: roundEndSize, maxLen: roundEndSize},
+	frameState:       {name: "STATE", maxLen: maxStateChunk, flagMask: flagMore},
+	frameComplete:    {name: "COMPLETE"},
+	frameResumed:     {name: "RESUMED", minLen: 16, maxLen: 16},
+	frameError:       {name: "ERROR", maxLen: MaxReason},
+}
+
+func (t frameType) String() string {
+	if s, ok := frameSpecs[t]; ok {
+		return s.name
+	}
+	return fmt.Sprintf("frame type %#04x", uint16(t))
+}
+
+// Errors returned by Send and Receive; test with errors.Is.
+var (
+	// ErrProtocol reports a malformed, unexpected or corrupted frame.
+	ErrProtocol = errors.New("migration protocol error")
+	// ErrRefused reports that the destination refused the VM; the
+	// error text carries the destination's reason verbatim.
+	ErrRefused = errors.New("destination refused the migration")
+	// ErrPeerAborted reports an ERROR frame from the other side; the
+	// error text carries its reason.
+	ErrPeerAborted = errors.New("peer aborted the migration")
+	// ErrTimeout reports a migration that ran out of time: the source's
+	// Options.Timeout, or the destination's idle timeout.
+	ErrTimeout = errors.New("migration timed out")
+	// ErrNotConverged reports that the stop-iterating policy gave up.
+	ErrNotConverged = errors.New("migration did not converge")
+)
+
+func protoErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// frame is one decoded frame. Payload aliases the reader's buffer and is
+// valid until the next call to next.
+type frame struct {
+	typ     frameType
+	flags   uint16
+	payload []byte
+}
+
+// frameReader reads and checks frames: known type, allowed flags, bounded
+// length, checksum. It allocates at most MaxPayload+trailerSize bytes.
+type frameReader struct {
+	r   io.Reader
+	hdr [headerSize]byte
+	buf []byte
+	n   uint64 // bytes read, including headers and trailers
+}
+
+func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r} }
+
+// next reads one frame. It returns io.EOF only at a clean frame boundary.
+func (fr *frameReader) next() (frame, error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return frame{}, err
+	}
+	typ := frameType(binary.LittleEndian.Uint16(fr.hdr[0:]))
+	flags := binary.LittleEndian.Uint16(fr.hdr[2:])
+	n := binary.LittleEndian.Uint32(fr.hdr[4:])
+	spec, ok := frameSpecs[typ]
+	if !ok {
+		return frame{}, protoErr("unknown frame type %#04x", uint16(typ))
+	}
+	if flags&^spec.flagMask != 0 {
+		return frame{}, protoErr("%s frame with unknown flags %#04x", typ, flags)
+	}
+	if n > spec.maxLen || n < spec.minLen {
+		return frame{}, protoErr("%s frame length %d outside [%d, %d]", typ, n, spec.minLen, spec.maxLen)
+	}
+	need := int(n) + trailerSize
+	if cap(fr.buf) < need {
+		fr.buf = make([]byte, need)
+	}
+	buf := fr.buf[:need]
+	if _, err := io.ReadFull(fr.r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return frame{}, fmt.Errorf("reading %s frame: %w", typ, err)
+	}
+	fr.n += uint64(headerSize + need)
+	payload := buf[:n]
+	want := binary.LittleEndian.Uint32(buf[n:])
+	got := crc32.Update(crc32.Update(0, castagnoli, fr.hdr[:]), castagnoli, payload)
+	if got != want {
+		return frame{}, protoErr("%s frame checksum mismatch (got %#08x, frame says %#08x)", typ, got, want)
+	}
+	return frame{typ: typ, flags: flags, payload: payload}, nil
+}
+
+// beginFrame appends room for a frame header to dst; the payload follows.
+func beginFrame(dst []byte) []byte {
+	return append(dst, make([]byte, headerSize)...)
+}
+
+// finishFrame fills in the header of the frame that starts at dst[start]
+// and appends its checksum.
+func finishFrame(dst []byte, start int, typ frameType, flags uint16) []byte {
+	h := dst[start : start+headerSize]
+	binary.LittleEndian.PutUint16(h[0:], uint16(typ))
+	binary.LittleEndian.PutUint16(h[2:], flags)
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-headerSize))
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// appendFrame appends a complete frame with the given payload to dst.
+func appendFrame(dst []byte, typ frameType, flags uint16, payload []byte) []byte {
+	start := len(dst)
+	dst = beginFrame(dst)
+	dst = append(dst, payload...)
+	return finishFrame(dst, start, typ, flags)
+}
+
+// decoder reads little-endian fields from a payload; the first short read
+// sticks as an error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) take(n int) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(d.b) {
+		d.err = protoErr("payload truncated: need %d more bytes, have %d", n, len(d.b))
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u16() uint16 {
+	if b := d.take(2); b != nil {
+		return binary.LittleEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (d *decoder) u32() uint32 {
+	if b := d.take(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (d *decoder) u64() uint64 {
+	if b := d.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+// end fails if bytes are left over.
+func (d *decoder) end(what string) error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = protoErr("%d trailing bytes after %s", len(d.b), what)
+	}
+	return d.err
+}
+
+// regionDesc describes one memory region in HELLO.
+type regionDesc struct {
+	GPA, Size uint64
+}
+
+// hello is the HELLO payload:
+//
+//	magic [8]byte, version u32, page_size u32, region_count u32,
+//	region_count × {gpa u64, size u64}, config_len u32, config [config_len]byte
+type hello struct {
+	version  uint32
+	pageSize uint32
+	regions  []regionDesc
+	config   []byte
+}
+
+const helloFixed = 8 + 4 + 4 + 4 + 4
+
+func (h hello) append(dst []byte) []byte {
+	dst = append(dst, Magic...)
+	dst = binary.LittleEndian.AppendUint32(dst, h.version)
+	dst = binary.LittleEndian.AppendUint32(dst, h.pageSize)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(h.regions)))
+	for _, r := range h.regions {
+		dst = binary.LittleEndian.AppendUint64(dst, r.GPA)
+		dst = binary.LittleEndian.AppendUint64(dst, r.Size)
+	}
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(h.config)))
+	return append(dst, h.config...)
+}
+
+// parseHello decodes and bounds-checks a HELLO payload. It does not check
+// the version: the caller refuses other versions with a clear message.
+func parseHello(p []byte) (hello, error) {
+	d := decoder{b: p}
+	if m := d.take(len(Magic)); d.err == nil && string(m) != Magic {
+		return hello{}, protoErr("bad magic %q: not a godwit migration stream", m)
+	}
+	var h hello
+	h.version = d.u32()
+	h.pageSize = d.u32()
+	n := d.u32()
+	if d.err == nil && n > MaxRegions {
+		return hello{}, protoErr("HELLO describes %d memory regions, limit %d", n, MaxRegions)
+	}
+	for i := uint32(0); i < n && d.err == nil; i++ {
+		h.regions = append(h.regions, regionDesc{GPA: d.u64(), Size: d.u64()})
+	}
+	cl := d.u32()
+	if d.err == nil && cl > MaxConfigSize {
+		return hello{}, protoErr("HELLO config of %d bytes exceeds limit %d", cl, MaxConfigSize)
+	}
+	h.config = append([]byte(nil), d.take(int(cl))...)
+	return h, d.end("HELLO")
+}
+
+// roundEnd is the ROUND_END payload: round u32, pages u64 (pages sent in
+// the round, zero pages included), bytes u64 (wire bytes of the round's
+// PAGE_BATCH frames, informational).
+type roundEnd struct {
+	round uint32
+	pages uint64
+	bytes uint64
+}
+
+const roundEndSize = 4 + 8 + 8
+
+func (r roundEnd) append(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, r.round)
+	dst = binary.LittleEndian.AppendUint64(dst, r.pages)
+	return binary.LittleEndian.AppendUint64(dst, r.bytes)
+}
+
+func parseRoundEnd(p []byte) (roundEnd, error) {
+	d := decoder{b: p}
+	r := roundEnd{round: d.u32(), pages: d.u64(), bytes: d.u64()}
+	return r, d.end("ROUND_END")
+}
+
+// resumed is the RESUMED payload: restore_ns u64, start_ns u64.
+type resumed struct {
+	restoreNs, startNs uint64
+}
+
+func (r resumed) append(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, r.restoreNs)
+	return binary.LittleEndian.AppendUint64(dst, r.startNs)
+}
+
+func parseResumed(p []byte) (resumed, error) {
+	d := decoder{b: p}
+	r := resumed{restoreNs: d.u64(), startNs: d.u64()}
+	return r, d.end("RESUMED")
+}
+
+// reasonPayload truncates s to MaxReason bytes on a rune boundary.
+func reasonPayload(s string) []byte {
+	if len(s) > MaxReason {
+		s = s[:MaxReason]
+		for len(s) > 0 && !utf8.ValidString(s) {
+			s = s[:len(s)-1]
+		}
+	}
+	return []byte(s)
+}
+
+// parseReason turns a REFUSE or ERROR payload into printable text:
+// invalid UTF-8 and control characters are escaped.
+func parseReason(p []byte) string {
+	s := string(p)
+	for _, r := range s {
+		if r == utf8.RuneError || (r < 0x20 && r != '\t') || r == 0x7f {
+			q := fmt.Sprintf("%q", s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
+}
+
+// encodeState serialises sections: count u32, then per section
+// id_len u16, id, version u32, data_len u32, data.
+func encodeState(sections []Section) ([]byte, error) {
+	if len(sections) > MaxSections {
+		return nil, fmt.Errorf("%d state sections exceed the limit of %d", len(sections), MaxSections)
+	}
+	var b []byte
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(sections)))
+	for _, s := range sections {
+		if len(s.ID) == 0 || len(s.ID) > MaxSectionID {
+			return nil, fmt.Errorf("state section ID %q: length must be 1..%d", s.ID, MaxSectionID)
+		}
+		if len(s.Data) > MaxStateSize {
+			return nil, fmt.Errorf("state section %q of %d bytes exceeds %d", s.ID, len(s.Data), MaxStateSize)
+		}
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(s.ID)))
+		b = append(b, s.ID...)
+		b = binary.LittleEndian.AppendUint32(b, s.Version)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(s.Data)))
+		b = append(b, s.Data...)
+		if len(b) > MaxStateSize {
+			return nil, fmt.Errorf("VM state exceeds %d bytes", MaxStateSize)
+		}
+	}
+	return b, nil
+}
+
+// decodeState parses an encoded state. Section data aliases b.
+func decodeState(b []byte) ([]Section, error) {
+	d := decoder{b: b}
+	n := d.u32()
+	if d.err == nil && n > MaxSections {
+		return nil, protoErr("state claims %d sections, limit %d", n, MaxSections)
+	}
+	var out []Section
+	seen := make(map[string]bool)
+	for i := uint32(0); i < n && d.err == nil; i++ {
+		idLen := d.u16()
+		if d.err == nil && (idLen == 0 || idLen > MaxSectionID) {
+			return nil, protoErr("state section %d: ID length %d outside [1, %d]", i, idLen, MaxSectionID)
+		}
+		id := string(d.take(int(idLen)))
+		ver := d.u32()
+		dl := d.u32()
+		data := d.take(int(dl))
+		if d.err != nil {
+			break
+		}
+		if seen[id] {
+			return nil, protoErr("duplicate state section %q", id)
+		}
+		seen[id] = true
+		out = append(out, Section{ID: id, Version: ver, Data: data})
+	}
+	if err := d.end("state sections"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,271 @@
+package vmm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"godwit/migrate"
+	"godwit/test/guest"
+	"godwit/vmm/kvm"
+	"godwit/vmm/memory"
+)
+
+var (
+	_ migrate.Source = (*VM)(nil)
+	_ migrate.Target = (*VM)(nil)
+)
+
+// MigrationConfig is the VM description a source sends in the migration
+// handshake. The destination builds an identical VM from it; host
+// resources (files, sockets) come from the destination's own flags.
+type MigrationConfig struct {
+	// MemoryBytes is the guest RAM size.
+	MemoryBytes uint64 `json:"memory_bytes"`
+	// CPUs is the number of vCPUs.
+	CPUs int `json:"cpus"`
+	// Guest is the guest kind ("linux", "boot-sector", "test-guest").
+	Guest string `json:"guest"`
+	// TestGuest holds the embedded test guest's parameters, when it runs.
+	TestGuest *guest.Params `json:"test_guest,omitempty"`
+	// CPUID is the feature part of the source vCPUs' CPUID, which the
+	// destination host must support.
+	CPUID []CPUIDFeatures `json:"cpuid"`
+	// Kernel, Initrd and Cmdline describe how the guest was booted, for
+	// information only.
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Cmdline string `json:"cmdline,omitempty"`
+}
+
+// CPUIDFeatures is one CPUID leaf's feature registers.
+type CPUIDFeatures struct {
+	Function uint32 `json:"function"`
+	Index    uint32 `json:"index"`
+	EBX      uint32 `json:"ebx"`
+	ECX      uint32 `json:"ecx"`
+	EDX      uint32 `json:"edx"`
+}
+
+// featureLeaves are the CPUID leaves whose bits name CPU features a guest
+// may use; every bit the source exposes must exist on the destination.
+var featureLeaves = []struct{ function, index uint32 }{{1, 0}, {7, 0}, {0x80000001, 0}}
+
+// featureMask clears bits that are not CPU features (APIC IDs, counts).
+func featureMask(function uint32) (ebx, ecx, edx uint32) {
+	switch function {
+	case 1:
+		// EBX: brand, CLFLUSH size, count, APIC ID; ECX bit 27 OSXSAVE
+		// and bit 31 (hypervisor) are set by the OS or by godwit.
+		return 0, ^uint32(1<<27 | 1<<31), ^uint32(0)
+	}
+	return ^uint32(0), ^uint32(0), ^uint32(0)
+}
+
+// Config implements migrate.Source.
+func (v *VM) Config() ([]byte, error) {
+	mc := MigrationConfig{
+		MemoryBytes: v.cfg.MemoryBytes,
+		CPUs:        v.cfg.CPUs,
+		Guest:       v.cfg.GuestKind(),
+		TestGuest:   v.guestParam,
+		Kernel:      v.cfg.Kernel,
+		Initrd:      v.cfg.Initrd,
+		Cmdline:     v.cfg.Cmdline,
+	}
+	cpuid := v.vcpus[0].cpuid
+	for _, l := range featureLeaves {
+		if e := cpuid.Find(l.function, l.index); e != nil {
+			mb, mc2, md := featureMask(l.function)
+			mc.CPUID = append(mc.CPUID, CPUIDFeatures{Function: l.function, Index: l.index, EBX: e.EBX & mb, ECX: e.ECX & mc2, EDX: e.EDX & md})
+		}
+	}
+	return json.Marshal(mc)
+}
+
+// ParseMigrationConfig decodes and validates a handshake configuration.
+func ParseMigrationConfig(b []byte) (MigrationConfig, error) {
+	var mc MigrationConfig
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&mc); err != nil {
+		return mc, fmt.Errorf("VM configuration: %w", err)
+	}
+	if _, err := memory.Layout(mc.MemoryBytes); err != nil {
+		return mc, fmt.Errorf("VM configuration: %w", err)
+	}
+	if mc.CPUs < 1 || mc.CPUs > MaxCPUs {
+		return mc, fmt.Errorf("VM configuration: %d vCPUs, this godwit supports 1..%d", mc.CPUs, MaxCPUs)
+	}
+	if len(mc.CPUID) > len(featureLeaves) {
+		return mc, fmt.Errorf("VM configuration: %d CPUID leaves", len(mc.CPUID))
+	}
+	if mc.TestGuest != nil {
+		if err := mc.TestGuest.Validate(mc.MemoryBytes); err != nil {
+			return mc, fmt.Errorf("VM configuration: test guest: %w", err)
+		}
+	}
+	return mc, nil
+}
+
+// checkCPUID refuses a source whose CPU features this host's KVM lacks.
+func checkCPUID(src []CPUIDFeatures, host *kvm.CPUID) error {
+	var missing []string
+	for _, f := range src {
+		h := host.Find(f.Function, f.Index)
+		var hb, hc, hd uint32
+		if h != nil {
+			hb, hc, hd = h.EBX, h.ECX, h.EDX
+		}
+		for _, r := range []struct {
+			name     string
+			src, dst uint32
+		}{{"ebx", f.EBX, hb}, {"ecx", f.ECX, hc}, {"edx", f.EDX, hd}} {
+			if m := r.src &^ r.dst; m != 0 {
+				missing = append(missing, fmt.Sprintf("leaf %#x.%d %s bits %#x", f.Function, f.Index, r.name, m))
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("this host's CPU lacks features the VM uses: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// NewIncoming creates a VM that will receive a migrated guest: RAM,
+// irqchip, devices and vCPUs as the source described, and no guest loaded.
+// local supplies the host side: serial backend, API socket, logger.
+func NewIncoming(config []byte, local Config) (*VM, error) {
+	mc, err := ParseMigrationConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	local.MemoryBytes, local.CPUs, local.Incoming = mc.MemoryBytes, mc.CPUs, true
+	local.Kernel, local.Initrd, local.Cmdline, local.BootSector, local.GuestArgs = mc.Kernel, mc.Initrd, mc.Cmdline, "", nil
+	v, err := newVM(local, mc.TestGuest)
+	if err != nil {
+		return nil, err
+	}
+	cpuid, err := v.sys.SupportedCPUID()
+	if err == nil {
+		err = checkCPUID(mc.CPUID, cpuid)
+	}
+	if err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// Discard implements migrate.Target: it releases a VM that never ran.
+func (v *VM) Discard() { v.Close() }
+
+// StartDirtyLog implements migrate.Source.
+func (v *VM) StartDirtyLog() error {
+	if err := v.setDirtyLogging(true); err != nil {
+		v.setDirtyLogging(false)
+		return err
+	}
+	// Start from a clean VMM bitmap: round 0 sends everything anyway.
+	for i, r := range v.mem.Regions() {
+		scratch := make([]uint64, (r.Pages()+63)/64)
+		if _, err := v.mem.TakeDirty(i, scratch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StopDirtyLog implements migrate.Source.
+func (v *VM) StopDirtyLog() error { return v.setDirtyLogging(false) }
+
+// setDirtyLogging re-registers every RAM slot with or without
+// KVM_MEM_LOG_DIRTY_PAGES.
+func (v *VM) setDirtyLogging(on bool) error {
+	var flags uint32
+	if on {
+		flags = kvm.MemLogDirtyPages
+	}
+	for i, r := range v.mem.Regions() {
+		if err := v.vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
+			Slot:          r.Slot,
+			Flags:         flags,
+			GuestPhysAddr: r.GPA,
+			MemorySize:    r.Size,
+			UserspaceAddr: uint64(v.mem.RegionHostAddr(i)),
+		}); err != nil {
+			return fmt.Errorf("turning dirty logging %v on slot %d: %w", map[bool]string{true: "on", false: "off"}[on], r.Slot, err)
+		}
+	}
+	return nil
+}
+
+// FetchDirty implements migrate.Source: KVM's dirty log OR the VMM's own
+// bitmap for region i, both cleared.
+func (v *VM) FetchDirty(i int, dst []uint64) error {
+	regions := v.mem.Regions()
+	if i < 0 || i >= len(regions) {
+		return fmt.Errorf("no memory region %d", i)
+	}
+	r := regions[i]
+	words := int((r.Pages() + 63) / 64)
+	if len(dst) < words {
+		return fmt.Errorf("dirty bitmap of %d words too small for region %d (%d words)", len(dst), i, words)
+	}
+	log := make([]uint64, words)
+	if err := v.vm.GetDirtyLog(r.Slot, log); err != nil {
+		return fmt.Errorf("reading the dirty log of slot %d: %w", r.Slot, err)
+	}
+	for w := range log {
+		dst[w] |= log[w]
+	}
+	_, err := v.mem.TakeDirty(i, dst)
+	return err
+}
+
+// SetThrottle implements migrate.Source: the vCPUs are kept parked for
+// pct percent of every throttle period.
+func (v *VM) SetThrottle(pct int) {
+	pct = max(0, min(pct, 99))
+	v.runMu.Lock()
+	defer v.runMu.Unlock()
+	v.throttlePct = pct
+	if pct > 0 && !v.throttling {
+		v.throttling = true
+		go v.throttleLoop()
+	}
+}
+
+// throttlePeriod is the auto-converge duty cycle.
+const throttlePeriod = 20 * time.Millisecond
+
+// throttleLoop parks the vCPUs for throttlePct percent of each period
+// until the throttle is set back to zero or the VM stops.
+func (v *VM) throttleLoop() {
+	for {
+		v.runMu.Lock()
+		pct := v.throttlePct
+		if pct == 0 || v.isStopping() {
+			v.throttled = false
+			v.throttling = false
+			v.runCond.Broadcast()
+			v.runMu.Unlock()
+			return
+		}
+		v.throttled = true
+		v.kickLocked()
+		v.runMu.Unlock()
+		time.Sleep(throttlePeriod * time.Duration(pct) / 100)
+		v.runMu.Lock()
+		v.throttled = false
+		v.runCond.Broadcast()
+		v.runMu.Unlock()
+		time.Sleep(throttlePeriod * time.Duration(100-pct) / 100)
+	}
+}
+
+// Start implements migrate.Target: it starts the restored VM's vCPUs (and
+// its control API). Wait blocks until it stops.
+func (v *VM) Start(ctx context.Context) error { return v.start() }

@@ -1,0 +1,385 @@
+package vmm
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"godwit/migrate"
+	"godwit/vmm/kvm"
+)
+
+// Section IDs and versions of the VM state godwit migrates.
+const (
+	sectionVCPUPrefix  = "vcpu/"
+	sectionIRQChip     = "irqchip"
+	sectionPIT         = "pit"
+	sectionClock       = "clock"
+	sectionSerial      = "dev/serial0"
+	vcpuStateVersion   = 1
+	irqchipVersion     = 1
+	pitVersion         = 1
+	clockVersion       = 1
+	serialStateVersion = 1
+)
+
+// maxCPUIDEntries bounds a restored CPUID table.
+const maxCPUIDEntries = kvm.MaxCPUIDEntries
+
+// maxMSRs bounds a restored MSR list.
+const maxMSRs = 1024
+
+// migratableMSRs returns the MSRs of KVM's index list that this vCPU can
+// read; those are the ones saved and restored. Some listed MSRs are not
+// readable on every host, so each is probed once.
+func (c *vcpu) migratableMSRs() ([]uint32, error) {
+	list, err := c.vm.sys.MSRIndexList()
+	if err != nil {
+		return nil, fmt.Errorf("reading the MSR index list: %w", err)
+	}
+	var ok []uint32
+	for _, idx := range list {
+		e := []kvm.MSREntry{{Index: idx}}
+		if n, err := c.kvm.GetMSRs(e); err == nil && n == 1 {
+			ok = append(ok, idx)
+		}
+	}
+	return ok, nil
+}
+
+// saveState returns the vCPU's complete state. Field order in the encoding
+// is the restore order (design notes): CPUID, MP state, REGS, SREGS, XSAVE,
+// XCRS, DEBUGREGS, LAPIC, MSRS, VCPU_EVENTS.
+func (c *vcpu) saveState(msrs []uint32) (migrate.Section, error) {
+	var e stateEncoder
+	cpuid := c.cpuid
+	e.put(uint32(len(cpuid.Entries)))
+	e.put(cpuid.Entries)
+	mp, err := c.kvm.GetMPState()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d MP state: %w", c.id, err)
+	}
+	e.put(mp)
+	regs, err := c.kvm.GetRegs()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d regs: %w", c.id, err)
+	}
+	e.put(regs)
+	sregs, err := c.kvm.GetSregs()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d sregs: %w", c.id, err)
+	}
+	e.put(sregs)
+	xsave, err := c.kvm.GetXSave()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d xsave: %w", c.id, err)
+	}
+	e.put(xsave)
+	xcrs, err := c.kvm.GetXCRS()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d xcrs: %w", c.id, err)
+	}
+	e.put(xcrs)
+	dregs, err := c.kvm.GetDebugRegs()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d debug regs: %w", c.id, err)
+	}
+	e.put(dregs)
+	lapic, err := c.kvm.GetLAPIC()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d lapic: %w", c.id, err)
+	}
+	e.put(lapic)
+	entries := make([]kvm.MSREntry, len(msrs))
+	for i, idx := range msrs {
+		entries[i].Index = idx
+	}
+	for off := 0; off < len(entries); off += kvm.MaxMSREntries {
+		chunk := entries[off:min(off+kvm.MaxMSREntries, len(entries))]
+		if n, err := c.kvm.GetMSRs(chunk); err != nil || n != len(chunk) {
+			return migrate.Section{}, fmt.Errorf("vCPU %d MSRs: read %d of %d: %v", c.id, n, len(chunk), err)
+		}
+	}
+	e.put(uint32(len(entries)))
+	e.put(entries)
+	events, err := c.kvm.GetVCPUEvents()
+	if err != nil {
+		return migrate.Section{}, fmt.Errorf("vCPU %d events: %w", c.id, err)
+	}
+	e.put(events)
+	return migrate.Section{ID: sectionVCPUPrefix + strconv.Itoa(c.id), Version: vcpuStateVersion, Data: e.bytes()}, nil
+}
+
+// vcpuState is a decoded, validated vCPU section.
+type vcpuState struct {
+	cpuid  kvm.CPUID
+	mp     kvm.MPState
+	regs   kvm.Regs
+	sregs  kvm.Sregs
+	xsave  kvm.XSave
+	xcrs   kvm.XCRS
+	dregs  kvm.DebugRegs
+	lapic  kvm.LAPICState
+	msrs   []kvm.MSREntry
+	events kvm.VCPUEvents
+}
+
+// decodeVCPUState decodes and validates a vCPU section.
+func decodeVCPUState(s migrate.Section) (*vcpuState, error) {
+	if s.Version != vcpuStateVersion {
+		return nil, fmt.Errorf("%w: %s: version %d, want %d", errState, s.ID, s.Version, vcpuStateVersion)
+	}
+	d := newStateDecoder(s.ID, s.Data)
+	st := &vcpuState{}
+	st.cpuid.Entries = make([]kvm.CPUIDEntry2, d.count(maxCPUIDEntries, "CPUID entries"))
+	d.get(st.cpuid.Entries)
+	d.get(&st.mp)
+	d.get(&st.regs)
+	d.get(&st.sregs)
+	d.get(&st.xsave)
+	d.get(&st.xcrs)
+	d.get(&st.dregs)
+	d.get(&st.lapic)
+	st.msrs = make([]kvm.MSREntry, d.count(maxMSRs, "MSRs"))
+	d.get(st.msrs)
+	d.get(&st.events)
+	if err := d.finish(); err != nil {
+		return nil, err
+	}
+	if st.xcrs.NrXCRs > kvm.MaxXCRs {
+		return nil, fmt.Errorf("%w: %s: %d XCRs, at most %d", errState, s.ID, st.xcrs.NrXCRs, kvm.MaxXCRs)
+	}
+	if st.mp.State > kvm.MPStateSIPIReceived {
+		return nil, fmt.Errorf("%w: %s: MP state %d is not an x86 state", errState, s.ID, st.mp.State)
+	}
+	return st, nil
+}
+
+// restoreState loads a decoded vCPU state in the order the design notes
+// give: CPUID, MP state, REGS, SREGS, XSAVE, XCRS, DEBUGREGS, LAPIC (after
+// SREGS, which restores the APIC base), MSRS, VCPU_EVENTS.
+func (c *vcpu) restoreState(st *vcpuState) error {
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"CPUID", func() error {
+			if err := c.kvm.SetCPUID2(&st.cpuid); err != nil {
+				return err
+			}
+			c.cpuid = &st.cpuid
+			return nil
+		}},
+		{"MP state", func() error { return c.kvm.SetMPState(st.mp) }},
+		{"regs", func() error { return c.kvm.SetRegs(st.regs) }},
+		{"sregs", func() error { return c.kvm.SetSregs(st.sregs) }},
+		{"xsave", func() error { return c.kvm.SetXSave(&st.xsave) }},
+		{"xcrs", func() error { return c.kvm.SetXCRS(st.xcrs) }},
+		{"debug regs", func() error { return c.kvm.SetDebugRegs(st.dregs) }},
+		{"lapic", func() error { return c.kvm.SetLAPIC(&st.lapic) }},
+		{"MSRs", func() error {
+			for off := 0; off < len(st.msrs); off += kvm.MaxMSREntries {
+				chunk := st.msrs[off:min(off+kvm.MaxMSREntries, len(st.msrs))]
+				n, err := c.kvm.SetMSRs(chunk)
+				if err != nil {
+					return err
+				}
+				if n != len(chunk) {
+					return fmt.Errorf("MSR %#x refused (%d of %d set)", chunk[n].Index, n, len(chunk))
+				}
+			}
+			return nil
+		}},
+		{"events", func() error { return c.kvm.SetVCPUEvents(st.events) }},
+	}
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return fmt.Errorf("restoring vCPU %d %s: %w", c.id, s.what, err)
+		}
+	}
+	return nil
+}
+
+// saveVMState returns the VM-wide KVM state: irqchip (PIC master, PIC
+// slave, IOAPIC), PIT and kvmclock.
+func (v *VM) saveVMState() ([]migrate.Section, error) {
+	var chips stateEncoder
+	for _, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+		c, err := v.vm.GetIRQChip(id)
+		if err != nil {
+			return nil, fmt.Errorf("saving irqchip %d: %w", id, err)
+		}
+		chips.put(c)
+	}
+	pit, err := v.vm.GetPIT2()
+	if err != nil {
+		return nil, fmt.Errorf("saving PIT: %w", err)
+	}
+	var pe stateEncoder
+	pe.put(pit)
+	clock, err := v.vm.GetClock()
+	if err != nil {
+		return nil, fmt.Errorf("saving kvmclock: %w", err)
+	}
+	var ce stateEncoder
+	ce.put(clock)
+	return []migrate.Section{
+		{ID: sectionIRQChip, Version: irqchipVersion, Data: chips.bytes()},
+		{ID: sectionPIT, Version: pitVersion, Data: pe.bytes()},
+		{ID: sectionClock, Version: clockVersion, Data: ce.bytes()},
+	}, nil
+}
+
+// vmState is decoded, validated VM-wide state.
+type vmState struct {
+	chips [3]kvm.IRQChip
+	pit   kvm.PITState2
+	clock kvm.ClockData
+}
+
+// decodeVMState decodes the VM-wide sections.
+func decodeVMState(byID map[string]migrate.Section) (*vmState, error) {
+	st := &vmState{}
+	for _, want := range []struct {
+		id      string
+		version uint32
+		into    any
+	}{
+		{sectionIRQChip, irqchipVersion, &st.chips},
+		{sectionPIT, pitVersion, &st.pit},
+		{sectionClock, clockVersion, &st.clock},
+	} {
+		s, ok := byID[want.id]
+		if !ok {
+			return nil, fmt.Errorf("%w: section %s missing", errState, want.id)
+		}
+		if s.Version != want.version {
+			return nil, fmt.Errorf("%w: %s: version %d, want %d", errState, s.ID, s.Version, want.version)
+		}
+		d := newStateDecoder(s.ID, s.Data)
+		d.get(want.into)
+		if err := d.finish(); err != nil {
+			return nil, err
+		}
+	}
+	for i, c := range st.chips {
+		if c.ChipID != uint32(i) {
+			return nil, fmt.Errorf("%w: irqchip entry %d has chip id %d", errState, i, c.ChipID)
+		}
+	}
+	return st, nil
+}
+
+// restoreVMState loads the irqchips and the PIT.
+func (v *VM) restoreVMState(st *vmState) error {
+	for i := range st.chips {
+		if err := v.vm.SetIRQChip(&st.chips[i]); err != nil {
+			return fmt.Errorf("restoring irqchip %d: %w", i, err)
+		}
+	}
+	if err := v.vm.SetPIT2(&st.pit); err != nil {
+		return fmt.Errorf("restoring PIT: %w", err)
+	}
+	return nil
+}
+
+// restoreClock sets kvmclock, after the vCPUs' TSC MSRs are in place. Only
+// the clock value moves; the flags describe the source host.
+func (v *VM) restoreClock(st *vmState) error {
+	if err := v.vm.SetClock(kvm.ClockData{Clock: st.clock.Clock}); err != nil {
+		return fmt.Errorf("restoring kvmclock: %w", err)
+	}
+	return nil
+}
+
+// SaveState implements migrate.Source: every vCPU, the VM-wide KVM state
+// and the devices. The VM must be paused.
+func (v *VM) SaveState() ([]migrate.Section, error) {
+	v.runMu.Lock()
+	paused := v.state == "paused"
+	v.runMu.Unlock()
+	if !paused {
+		return nil, fmt.Errorf("saving state: the VM is not paused")
+	}
+	var out []migrate.Section
+	for _, c := range v.vcpus {
+		msrs, err := c.migratableMSRs()
+		if err != nil {
+			return nil, err
+		}
+		s, err := c.saveState(msrs)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	vmSections, err := v.saveVMState()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, vmSections...)
+	serial, err := v.serial.SaveState()
+	if err != nil {
+		return nil, fmt.Errorf("saving serial: %w", err)
+	}
+	out = append(out, migrate.Section{ID: sectionSerial, Version: serialStateVersion, Data: serial})
+	return out, nil
+}
+
+// RestoreState implements migrate.Target: it decodes and validates every
+// section first, then loads them; a bad section changes nothing.
+func (v *VM) RestoreState(sections []migrate.Section) error {
+	byID := make(map[string]migrate.Section, len(sections))
+	for _, s := range sections {
+		if _, dup := byID[s.ID]; dup {
+			return fmt.Errorf("%w: duplicate section %s", errState, s.ID)
+		}
+		known := s.ID == sectionIRQChip || s.ID == sectionPIT || s.ID == sectionClock || s.ID == sectionSerial
+		if n, ok := strings.CutPrefix(s.ID, sectionVCPUPrefix); ok {
+			id, err := strconv.Atoi(n)
+			known = err == nil && id >= 0 && id < len(v.vcpus) && strconv.Itoa(id) == n
+		}
+		if !known {
+			return fmt.Errorf("%w: unknown section %q", errState, s.ID)
+		}
+		byID[s.ID] = s
+	}
+	vcpus := make([]*vcpuState, len(v.vcpus))
+	for i := range v.vcpus {
+		s, ok := byID[sectionVCPUPrefix+strconv.Itoa(i)]
+		if !ok {
+			return fmt.Errorf("%w: no state for vCPU %d", errState, i)
+		}
+		st, err := decodeVCPUState(s)
+		if err != nil {
+			return err
+		}
+		vcpus[i] = st
+	}
+	vmst, err := decodeVMState(byID)
+	if err != nil {
+		return err
+	}
+	serial, ok := byID[sectionSerial]
+	if !ok || serial.Version != serialStateVersion {
+		return fmt.Errorf("%w: serial section missing or of another version", errState)
+	}
+	// Order: the irqchips and PIT first (the IOAPIC's routing is in place
+	// before any vCPU state refers to it), then each vCPU, then kvmclock,
+	// whose offset KVM computes from the TSC the vCPUs now have.
+	if err := v.restoreVMState(vmst); err != nil {
+		return err
+	}
+	for i, c := range v.vcpus {
+		if err := c.restoreState(vcpus[i]); err != nil {
+			return err
+		}
+	}
+	if err := v.restoreClock(vmst); err != nil {
+		return err
+	}
+	if err := v.serial.RestoreState(serial.Data); err != nil {
+		return fmt.Errorf("restoring serial: %w", err)
+	}
+	return nil
+}
