@@ -1,0 +1,111 @@
+package migrate
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// rs builds a round at 100 MB/s (100e6 bytes in one second).
+func rs(dirtyAfter uint64, throttle int) RoundStat {
+	return RoundStat{Pages: 1000, Bytes: 100e6, Duration: time.Second, DirtyAfter: dirtyAfter, ThrottlePct: throttle}
+}
+
+func TestDecide(t *testing.T) {
+	base := Policy{DowntimeTarget: 300 * time.Millisecond, MaxRounds: 30, Timeout: time.Minute}
+	auto := base
+	auto.AutoConverge = true
+	noTimeout := base
+	noTimeout.Timeout = 0
+	tests := []struct {
+		name         string
+		h            History
+		p            Policy
+		want         Action
+		wantThrottle int
+		wantExpected time.Duration
+		wantReason   string
+	}{
+		{name: "no rounds yet", h: History{}, p: base, want: Continue},
+		{name: "converged", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: base,
+			want: StopAndCopy, wantExpected: 40960 * time.Microsecond, wantReason: "converged"},
+		{name: "nothing dirty", h: History{Rounds: []RoundStat{rs(0, 0)}}, p: base, want: StopAndCopy, wantExpected: 0},
+		{name: "exactly at target", h: History{Rounds: []RoundStat{{Bytes: 4096 * 10, Duration: time.Second, DirtyAfter: 3}}},
+			p: base, want: StopAndCopy, wantExpected: 300 * time.Millisecond},
+		{name: "above target", h: History{Rounds: []RoundStat{rs(100000, 0)}}, p: base,
+			want: Continue, wantExpected: 4096 * time.Millisecond},
+		{name: "bandwidth from the last round that sent", h: History{Rounds: []RoundStat{rs(100000, 0), {DirtyAfter: 1000}}},
+			p: base, want: StopAndCopy, wantExpected: 40960 * time.Microsecond},
+		{name: "nothing measured yet", h: History{Rounds: []RoundStat{{DirtyAfter: 5}}}, p: base, want: Continue},
+		{name: "timeout", h: History{Rounds: []RoundStat{rs(100000, 0)}, Elapsed: time.Minute}, p: base,
+			want: Fail, wantReason: "timeout"},
+		{name: "converged at timeout still stops", h: History{Rounds: []RoundStat{rs(10, 0)}, Elapsed: 2 * time.Minute}, p: base,
+			want: StopAndCopy},
+		{name: "no timeout set", h: History{Rounds: []RoundStat{rs(100000, 0)}, Elapsed: time.Hour}, p: noTimeout, want: Continue},
+		{name: "round limit: stop and copy", h: History{Rounds: repeat(rs(100000, 0), 30), Elapsed: 30 * time.Second}, p: base,
+			want: StopAndCopy, wantReason: "round limit"},
+		{name: "round limit but downtime overruns timeout", h: History{Rounds: repeat(rs(1000000, 0), 30), Elapsed: 30 * time.Second},
+			p: base, want: Fail, wantReason: "overrun"},
+		{name: "round limit without timeout", h: History{Rounds: repeat(rs(1000000, 0), 30)}, p: noTimeout, want: StopAndCopy},
+		{name: "stalled without auto-converge", h: History{Rounds: repeat(rs(100000, 0), 3)}, p: base, want: Continue},
+		{name: "stalled: first throttle", h: History{Rounds: repeat(rs(100000, 0), 3)}, p: auto,
+			want: Throttle, wantThrottle: ThrottleInitial, wantReason: "not shrinking"},
+		{name: "stalled with a small drop", h: History{Rounds: []RoundStat{rs(100000, 0), rs(99000, 0), rs(98000, 0)}}, p: auto,
+			want: Throttle, wantThrottle: 20},
+		{name: "shrinking", h: History{Rounds: []RoundStat{rs(100000, 0), rs(90000, 0), rs(80000, 0)}}, p: auto, want: Continue},
+		{name: "growing", h: History{Rounds: []RoundStat{rs(100000, 0), rs(110000, 0), rs(120000, 0)}}, p: auto,
+			want: Throttle, wantThrottle: 20},
+		{name: "only two rounds", h: History{Rounds: repeat(rs(100000, 0), 2)}, p: auto, want: Continue},
+		{name: "one stalled round since throttling", h: History{ThrottlePct: 20,
+			Rounds: []RoundStat{rs(100000, 0), rs(100000, 0), rs(100000, 0), rs(100000, 20)}}, p: auto, want: Continue},
+		{name: "stalled at 20: step to 30", h: History{ThrottlePct: 20,
+			Rounds: []RoundStat{rs(100000, 0), rs(100000, 20), rs(100000, 20)}}, p: auto, want: Throttle, wantThrottle: 30},
+		{name: "stalled at 90: capped at 99", h: History{ThrottlePct: 90,
+			Rounds: []RoundStat{rs(100000, 90), rs(100000, 90), rs(100000, 90)}}, p: auto, want: Throttle, wantThrottle: 99},
+		{name: "stalled at 99: keep going", h: History{ThrottlePct: 99,
+			Rounds: []RoundStat{rs(100000, 99), rs(100000, 99), rs(100000, 99)}}, p: auto, want: Continue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(tt.h, tt.p)
+			if d.Action != tt.want {
+				t.Fatalf("action %v (%s), want %v", d.Action, d.Reason, tt.want)
+			}
+			if tt.want == Throttle && d.ThrottlePct != tt.wantThrottle {
+				t.Fatalf("throttle %d, want %d", d.ThrottlePct, tt.wantThrottle)
+			}
+			if tt.wantExpected != 0 || tt.want == StopAndCopy && tt.name == "nothing dirty" {
+				if diff := d.ExpectedDowntime - tt.wantExpected; diff > time.Microsecond || diff < -time.Microsecond {
+					t.Fatalf("expected downtime %v, want %v", d.ExpectedDowntime, tt.wantExpected)
+				}
+			}
+			if !strings.Contains(d.Reason, tt.wantReason) {
+				t.Fatalf("reason %q, want it to mention %q", d.Reason, tt.wantReason)
+			}
+			if d.Reason == "" {
+				t.Fatal("decision without a reason")
+			}
+		})
+	}
+}
+
+func repeat(r RoundStat, n int) []RoundStat {
+	out := make([]RoundStat, n)
+	for i := range out {
+		out[i] = r
+		out[i].Round = i
+	}
+	return out
+}
+
+func TestActionString(t *testing.T) {
+	tests := []struct {
+		a    Action
+		want string
+	}{{Continue, "continue"}, {StopAndCopy, "stop-and-copy"}, {Throttle, "throttle"}, {Fail, "fail"}, {Action(9), "action(9)"}}
+	for _, tt := range tests {
+		if got := tt.a.String(); got != tt.want {
+			t.Errorf("%d: %q, want %q", int(tt.a), got, tt.want)
+		}
+	}
+}
