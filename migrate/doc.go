@@ -95,10 +95,16 @@
 //
 // Until RESUMED arrives, a failure on the source stops the dirty log,
 // lifts the throttle, resumes the VM if Send paused it, and sends ERROR:
-// the source VM runs on unchanged and can migrate again. The destination
-// starts its VM before sending RESUMED; if that write fails it discards the
-// VM, since the source will resume its own. What remains is the window
-// between the destination writing RESUMED and the source reading it: if
-// the connection dies exactly then, both sides may run the guest. Shared
-// storage must fence on top of this protocol (as with QEMU).
+// the source VM runs on unchanged and can migrate again.
+//
+// Sending COMPLETE is the point of no return for cancellation: from then
+// on the destination may start the VM at any moment, so Send ignores ctx
+// and waits for RESUMED (bounded by Options.Timeout); resuming the source
+// on a cancel there could run the guest twice. The destination starts its
+// VM before sending RESUMED; if that write fails it discards the VM, since
+// the source will resume its own. What remains is a connection failure or
+// timeout between COMPLETE and RESUMED: the source resumes while the
+// destination may already run. Shared storage must fence on top of this
+// protocol (as with QEMU without postcopy); a READY/GO exchange before
+// Start would narrow the window further.
 package migrate

@@ -78,6 +78,8 @@ type sender struct {
 	peer       chan peerResult
 	readerDone chan struct{}
 	peerSeen   *peerResult
+	stopCancel func() bool // detaches ctx from the link
+	deadline   time.Time   // from Options.Timeout, zero if none
 }
 
 // Send migrates vm over conn: handshake, pre-copy rounds while the VM
@@ -90,7 +92,9 @@ type sender struct {
 // (best effort), and returns the error: the source keeps running unchanged
 // and can migrate again.
 //
-// Cancelling ctx aborts the migration the same way. To unblock pending
+// Cancelling ctx aborts the migration the same way, up to sending
+// COMPLETE; after that Send waits for RESUMED (see "Failure and
+// switchover" in the package documentation). To unblock pending
 // I/O, Send sets a past deadline on conn when it has SetDeadline (as a
 // net.Conn does), and closes it otherwise when it is an io.Closer. The
 // caller owns conn and closes it after Send returns.
@@ -112,14 +116,15 @@ func Send(ctx context.Context, conn io.ReadWriter, vm Source, opts Options) (Sta
 	}
 	defer cancel()
 	s.ctx = ctx
+	s.deadline, _ = ctx.Deadline()
 	s.fw = &frameWriter{ctx: ctx, w: conn}
 	if opts.Bandwidth > 0 {
 		s.fw.lim = newLimiter(opts.Bandwidth)
 		s.fw.chunk = int(max(min(opts.Bandwidth/20, 1<<20), 4<<10))
 	}
-	stop := context.AfterFunc(ctx, s.l.interrupt)
+	s.stopCancel = context.AfterFunc(ctx, s.l.interrupt)
 	err := s.run()
-	stop()
+	s.stopCancel()
 	s.stats.TransferredBytes = s.fw.written()
 	s.stats.TotalMs = ms(time.Since(s.start))
 	s.stats.Mbps = mbps(s.stats.TransferredBytes, time.Since(s.start))
@@ -302,6 +307,11 @@ func (s *sender) readPeer() {
 	default:
 		r.err = protoErr("unexpected %s frame from the destination", f.typ)
 	}
+	if r.err != nil {
+		// The migration is over: unblock a writer stuck on a peer
+		// that stopped reading.
+		s.l.interrupt()
+	}
 	s.peer <- r
 }
 
@@ -474,7 +484,7 @@ func (s *sender) writeErr(err error) error {
 		case <-t.C:
 		}
 	}
-	if s.peerSeen != nil && s.peerSeen.err != nil && errors.Is(s.peerSeen.err, ErrPeerAborted) {
+	if s.peerSeen != nil && s.peerSeen.err != nil {
 		return s.peerSeen.err
 	}
 	return fmt.Errorf("writing to the destination: %w", err)
@@ -534,25 +544,36 @@ func (s *sender) switchover(round int) error {
 			break
 		}
 	}
+	// Point of no return: once COMPLETE is out, the destination may
+	// start the VM at any moment, so resuming the source on a mere
+	// cancellation could leave the guest running twice. Detach ctx
+	// from the link and wait for RESUMED; only a connection failure,
+	// an ERROR or the Timeout still aborts (see the package doc).
+	if !s.stopCancel() {
+		return context.Cause(s.ctx) // cancelled before COMPLETE
+	}
 	if err := s.fw.write(appendFrame(nil, frameComplete, 0, nil)); err != nil {
 		return s.writeErr(err)
 	}
-
 	var r peerResult
 	if s.peerSeen != nil {
 		r = *s.peerSeen
 	} else {
+		var timeout <-chan time.Time
+		if !s.deadline.IsZero() {
+			t := time.NewTimer(time.Until(s.deadline))
+			defer t.Stop()
+			timeout = t.C
+		}
 		select {
 		case r = <-s.peer:
 			s.peerSeen = &r
-		case <-s.ctx.Done():
-			return context.Cause(s.ctx)
+		case <-timeout:
+			s.l.interrupt()
+			return fmt.Errorf("%w: no RESUMED from the destination within Options.Timeout of %v", ErrTimeout, s.opts.Timeout)
 		}
 	}
 	if r.err != nil {
-		if cerr := context.Cause(s.ctx); cerr != nil {
-			return cerr
-		}
 		return r.err
 	}
 	s.stats.DowntimeMs = ms(time.Since(pauseAt))

@@ -55,7 +55,8 @@ t=$SECONDS
 step "integration tests"
 # The test binary runs in its package directory so testdata/ resolves.
 if use_direct_kvm; then
-	eval "$("$BIN_DIR/nested" --print-env)"
+	assets=$("$BIN_DIR/nested" --print-env)
+	eval "$assets"
 	export GODWIT_KERNEL GODWIT_INITRD
 	if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
 	# shellcheck disable=SC2086

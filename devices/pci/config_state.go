@@ -38,13 +38,9 @@ func (cs *ConfigSpace) SaveState() ([]byte, error) {
 	return b, nil
 }
 
-// RestoreState replaces the writable registers with ones produced by
-// SaveState. The bytes are untrusted: length, version, read-only bits of
-// the command register and of every BAR (type bits, size mask) are
-// checked, and on error nothing changes. The INTx line is then driven to
-// the restored level (SetLevel is called even when unchanged) and the bus
-// re-decodes the BARs.
-func (cs *ConfigSpace) RestoreState(b []byte) error {
+// CheckState reports whether RestoreState would accept b, without
+// changing anything.
+func (cs *ConfigSpace) CheckState(b []byte) error {
 	if len(b) != configStateSize {
 		return fmt.Errorf("pci config: %w: %d bytes, want %d", devices.ErrInvalidState, len(b), configStateSize)
 	}
@@ -59,13 +55,27 @@ func (cs *ConfigSpace) RestoreState(b []byte) error {
 		return fmt.Errorf("pci config: %w: flags %#x", devices.ErrInvalidState, b[7])
 	}
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	for i := 0; i < 4*NumBARs; i++ {
 		p := RegBAR0 + i
 		if (b[8+i]^cs.hdr[p])&^cs.wmask[p] != 0 {
-			cs.mu.Unlock()
 			return fmt.Errorf("pci config: %w: BAR %d register %#x does not match the BAR's type or size", devices.ErrInvalidState, i/4, le.Uint32(b[8+i&^3:]))
 		}
 	}
+	return nil
+}
+
+// RestoreState replaces the writable registers with ones produced by
+// SaveState. The bytes are untrusted: length, version, read-only bits of
+// the command register and of every BAR (type bits, size mask) are
+// checked, and on error nothing changes. The INTx line is then driven to
+// the restored level (SetLevel is called even when unchanged) and the bus
+// re-decodes the BARs.
+func (cs *ConfigSpace) RestoreState(b []byte) error {
+	if err := cs.CheckState(b); err != nil {
+		return err
+	}
+	cs.mu.Lock()
 	copy(cs.hdr[RegCommand:RegCommand+2], b[2:4])
 	cs.hdr[RegCacheLineSize], cs.hdr[RegLatencyTimer], cs.hdr[RegInterruptLine] = b[4], b[5], b[6]
 	copy(cs.hdr[RegBAR0:], b[8:8+4*NumBARs])

@@ -43,6 +43,7 @@ type MSIX struct {
 	tableOff uint64
 	pbaOff   uint64
 	out      MSIDelivery
+	n        int // number of vectors; immutable
 
 	mu      sync.Mutex
 	control uint16 // msixEnable | msixFunctionMsk
@@ -72,6 +73,7 @@ func NewMSIX(vectors, bar int, tableOff, pbaOff uint64, out MSIDelivery) (*MSIX,
 		tableOff: tableOff,
 		pbaOff:   pbaOff,
 		out:      out,
+		n:        vectors,
 		entries:  make([]msixEntry, vectors),
 		pending:  make([]uint64, (vectors+63)/64),
 	}
@@ -84,13 +86,13 @@ func NewMSIX(vectors, bar int, tableOff, pbaOff uint64, out MSIDelivery) (*MSIX,
 	return m, nil
 }
 
-func (m *MSIX) tableLen() uint64 { return uint64(len(m.entries)) * MSIXEntrySize }
-func (m *MSIX) pbaLen() uint64   { return uint64(len(m.pending)) * 8 }
+func (m *MSIX) tableLen() uint64 { return uint64(m.n) * MSIXEntrySize }
+func (m *MSIX) pbaLen() uint64   { return uint64(m.n+63) / 64 * 8 }
 
 func (m *MSIX) overlaps(a, alen, b, blen uint64) bool { return a < b+blen && b < a+alen }
 
 // Vectors returns the number of table entries.
-func (m *MSIX) Vectors() int { return len(m.entries) }
+func (m *MSIX) Vectors() int { return m.n }
 
 // BAR returns the BAR holding the table and the PBA.
 func (m *MSIX) BAR() int { return m.bar }

@@ -3,7 +3,6 @@ package virtio
 import (
 	"encoding/binary"
 	"fmt"
-	"sort"
 )
 
 // struct virtio_pci_common_cfg offsets (§4.1.4.3).
@@ -289,7 +288,3 @@ func (t *Transport) resetRegsLocked() {
 	t.lastErr = nil
 	t.errMu.Unlock()
 }
-
-// sortedFieldsCheck is a compile-time reminder that writableFields must be
-// in offset order (writeCommon applies them in slice order).
-var _ = sort.SliceIsSorted(writableFields, func(i, j int) bool { return writableFields[i][0] < writableFields[j][0] })

@@ -55,6 +55,7 @@ type Transport struct {
 	queues     []*Queue
 	activated  bool
 	paused     bool
+	devPaused  bool // Device.Pause called, Resume owed
 	closed     bool
 	w          *worker
 

@@ -364,6 +364,9 @@ type Factory struct {
 	Fail func(op Op) error
 	// OnStart, if set, runs inside Target.Start.
 	OnStart func(ctx context.Context)
+	// CleanTargets skips filling new targets' RAM with junk (which
+	// checks that the engine clears pages sent as zero), for benchmarks.
+	CleanTargets bool
 
 	mu      sync.Mutex
 	targets []*Target
@@ -387,8 +390,10 @@ func (f *Factory) New(config []byte) (migrate.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Reused memory: the engine must clear pages sent as zero.
-	Fill(mem, 99)
+	if !f.CleanTargets {
+		// Reused memory: the engine must clear pages sent as zero.
+		Fill(mem, 99)
+	}
 	t := &Target{f: f, mem: mem, Config: c}
 	f.mu.Lock()
 	f.targets = append(f.targets, t)

@@ -64,21 +64,37 @@ type vmProcess struct {
 	err   error // exit error, valid after done is closed
 	start time.Time
 
-	mu     sync.Mutex
-	stderr bytes.Buffer
+	mu       sync.Mutex
+	stderr   bytes.Buffer
+	errLines chan string // stderr lines, for readiness
 }
 
 // startGodwit starts godwit with args; its stdout (the serial console) is
 // scanned into lines.
 func startGodwit(t *testing.T, args ...string) *vmProcess {
 	t.Helper()
-	p := &vmProcess{t: t, lines: make(chan string, 4096), done: make(chan struct{})}
+	p := &vmProcess{t: t, lines: make(chan string, 4096), done: make(chan struct{}), errLines: make(chan string, 256)}
 	p.cmd = exec.Command(godwitBin(t), args...)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Stderr = &lockedWriter{mu: &p.mu, w: &p.stderr}
+	errPipe, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.stderr.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			select {
+			case p.errLines <- sc.Text():
+			default:
+			}
+		}
+	}()
 	p.start = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -146,15 +162,23 @@ func (p *vmProcess) wait() error {
 	}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+// waitStderr returns the first stderr line of p containing s.
+func waitStderr(t *testing.T, p *vmProcess, s string) string {
+	t.Helper()
+	timer := time.NewTimer(lineTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case l := <-p.errLines:
+			if strings.Contains(l, s) {
+				return l
+			}
+		case <-p.done:
+			t.Fatalf("godwit exited (%v) before logging %q", p.err, s)
+		case <-timer.C:
+			t.Fatalf("godwit did not log %q within %v", s, lineTimeout)
+		}
+	}
 }
 
 // ctl runs `godwit ctl <args> --api-sock sock` and returns its stdout.
