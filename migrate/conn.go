@@ -55,6 +55,29 @@ func (l *link) interrupt() {
 	}
 }
 
+// watch interrupts the link when ctx is done. The returned stop detaches
+// it; it reports whether ctx was still live, and when it was not, it waits
+// for the interrupt to finish, so a later farewell is not cut short by it.
+// stop may be called more than once.
+func (l *link) watch(ctx context.Context) (stop func() bool) {
+	fired := make(chan struct{})
+	after := context.AfterFunc(ctx, func() {
+		l.interrupt()
+		close(fired)
+	})
+	var once sync.Once
+	var live bool
+	return func() bool {
+		once.Do(func() {
+			live = after()
+			if !live {
+				<-fired
+			}
+		})
+		return live
+	}
+}
+
 // armIdle bounds the next read to d. It never undoes an interrupt.
 func (l *link) armIdle(d time.Duration) {
 	if d <= 0 {

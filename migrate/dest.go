@@ -105,7 +105,7 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 		stats:   DestStats{Status: StatusActive},
 	}
 	r.fr = newFrameReader(bufio.NewReaderSize(conn, 256<<10))
-	stop := context.AfterFunc(ctx, r.l.interrupt)
+	stop := r.l.watch(ctx)
 	err := r.run()
 	stop()
 	r.l.disarmIdle()

@@ -122,7 +122,7 @@ func Send(ctx context.Context, conn io.ReadWriter, vm Source, opts Options) (Sta
 		s.fw.lim = newLimiter(opts.Bandwidth)
 		s.fw.chunk = int(max(min(opts.Bandwidth/20, 1<<20), 4<<10))
 	}
-	s.stopCancel = context.AfterFunc(ctx, s.l.interrupt)
+	s.stopCancel = s.l.watch(ctx)
 	err := s.run()
 	s.stopCancel()
 	s.stats.TransferredBytes = s.fw.written()

@@ -326,7 +326,7 @@ func FuzzQueueChains(f *testing.F) {
 			if c == nil {
 				return
 			}
-			if len(c.Readable)+len(c.Writable) > tQSize {
+			if len(c.Readable)+len(c.Writable) > 2*tQSize {
 				t.Fatalf("chain of %d buffers from tables of %d", len(c.Readable)+len(c.Writable), tQSize)
 			}
 			for _, b := range append(c.Readable, c.Writable...) {

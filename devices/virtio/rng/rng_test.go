@@ -2,6 +2,7 @@ package rng
 
 import (
 	"bytes"
+	"context"
 	"testing"
 
 	"godwit/devices/virtio"
@@ -96,6 +97,10 @@ func TestEntropyEndToEnd(t *testing.T) {
 				if n == 0 || dirty[buf/4096/64]&(1<<(buf/4096%64)) == 0 {
 					t.Fatalf("request %d: device writes not marked dirty", k)
 				}
+			}
+			// Pause waits for the worker, which re-arms after signalling.
+			if err := m.Transport.Pause(context.Background()); err != nil {
+				t.Fatal(err)
 			}
 			if acked&virtio.FeatureEventIdx != 0 && q.AvailEvent() != q.AvailIdx {
 				t.Errorf("avail_event %d, want %d", q.AvailEvent(), q.AvailIdx)
