@@ -30,6 +30,12 @@ const (
 	i8042Pulse       = 0xf0 // 0xf0-0xff: pulse output port bits that are 0 in the low nibble
 
 	i8042StatusOBF = 0x01 // output buffer full: a reply waits at the data port
+	// i8042StatusIdle is the rest of the status register: system flag
+	// (self-test passed) and keyboard not inhibited (no "keylock").
+	i8042StatusIdle = 0x04 | 0x10
+	ctrKbdInt       = 0x01 // command byte: interrupt on keyboard output
+	// maxKbdQueue bounds the keyboard's pending replies.
+	maxKbdQueue = 16
 
 	ctrAuxDisable = 0x20
 	ctrKbdDisable = 0x10
@@ -41,10 +47,10 @@ const (
 // I8042 is the PS/2 controller as far as a guest without keyboard or mouse
 // needs it: the command/data byte exchange Linux performs at boot, and the
 // CPU reset line (command 0xfe, or the output port written with bit 0
-// clear). Keyboard and mouse commands get no reply, so drivers time out;
-// Linux guests boot faster with i8042.noaux i8042.nomux i8042.dumbkbd or
-// without a PNP entry for the controller. The controller raises no
-// interrupts.
+// clear), and a keyboard that acknowledges its commands (reset, identify,
+// LEDs, scan code set...) through IRQ 1, so that a driver's probe finishes
+// at once instead of timing out. It never sends key presses. Mouse
+// commands get no reply.
 //
 // One I8042 either sits at 0x60 with size 5 (data at offset 0, command at
 // offset 4; offsets 1-3 read 0xff) or is registered as two one-port
@@ -57,6 +63,19 @@ type I8042 struct {
 	pending byte // command waiting for its data byte, 0 if none
 	out     byte // output buffer
 	outFull bool
+
+	irq      IRQLine // IRQ 1, may be nil
+	level    bool    // current IRQ 1 level
+	kbd      []byte  // keyboard replies waiting for the output buffer
+	kbdParam bool    // the keyboard waits for a command's parameter byte
+}
+
+// SetIRQ connects the keyboard interrupt (IRQ 1). Call it before the guest
+// runs.
+func (k *I8042) SetIRQ(irq IRQLine) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.irq = irq
 }
 
 // NewI8042 returns a controller that calls reset (which may be nil) when
@@ -126,22 +145,74 @@ func (p i8042Port) Write(offset uint64, data []byte) {
 	}
 }
 
-// readStatus returns the status register: only OBF is ever set.
+// readStatus returns the status register.
 func (k *I8042) readStatus() byte {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.outFull {
-		return i8042StatusOBF
+	if k.outFull || len(k.kbd) > 0 {
+		return i8042StatusIdle | i8042StatusOBF
 	}
-	return 0
+	return i8042StatusIdle
 }
 
-// readData returns the output buffer (stale when empty) and empties it.
+// readData returns the output buffer (stale when empty) and empties it:
+// a controller reply first, then the keyboard's next byte.
 func (k *I8042) readData() byte {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.outFull = false
+	switch {
+	case k.outFull:
+		k.outFull = false
+	case len(k.kbd) > 0:
+		k.out = k.kbd[0]
+		k.kbd = k.kbd[1:]
+		// Drop the level so that a further byte raises a new edge.
+		k.setLevel(false)
+	}
+	k.updateIRQ()
 	return k.out
+}
+
+// updateIRQ raises IRQ 1 while a keyboard byte waits and the command byte
+// enables keyboard interrupts; k.mu is held. Controller replies are read by
+// polling and raise no interrupt.
+func (k *I8042) updateIRQ() {
+	k.setLevel(!k.outFull && len(k.kbd) > 0 && k.ctr&ctrKbdInt != 0)
+}
+
+// setLevel drives IRQ 1 on changes; k.mu is held.
+func (k *I8042) setLevel(high bool) {
+	if k.irq != nil && high != k.level {
+		k.irq.SetLevel(high)
+	}
+	k.level = high
+}
+
+// keyboardCommand answers a byte sent to the keyboard (PS/2 keyboard
+// protocol): ACK 0xfa, plus the self-test result after a reset and the ID
+// after identify; command parameters are acknowledged too. k.mu is held.
+func (k *I8042) keyboardCommand(v byte) {
+	var reply []byte
+	switch {
+	case k.kbdParam:
+		k.kbdParam = false
+		reply = []byte{0xfa}
+	case v == 0xff: // reset: ACK, then basic assurance test passed
+		reply = []byte{0xfa, 0xaa}
+	case v == 0xf2: // identify: ACK, then an MF2 keyboard's ID
+		reply = []byte{0xfa, 0xab, 0x83}
+	case v == 0xee: // echo
+		reply = []byte{0xee}
+	case v == 0xed || v == 0xf0 || v == 0xf3: // LEDs, scan code set, typematic: a parameter follows
+		k.kbdParam = true
+		reply = []byte{0xfa}
+	default:
+		reply = []byte{0xfa}
+	}
+	if len(k.kbd)+len(reply) <= maxKbdQueue {
+		k.kbd = append(k.kbd, reply...)
+	}
+	k.updateIRQ()
 }
 
 // reply places v in the output buffer; k.mu is held.
@@ -192,7 +263,7 @@ func (k *I8042) writeCommand(c byte) {
 }
 
 // writeData handles a byte written to the data port: the argument of the
-// pending command, or a keyboard command (ignored: no keyboard).
+// pending command, or a byte for the keyboard.
 func (k *I8042) writeData(v byte) {
 	k.mu.Lock()
 	doReset := false
@@ -202,6 +273,11 @@ func (k *I8042) writeData(v byte) {
 	case c == i8042WriteOut:
 		k.outPort = v
 		doReset = v&outPortReset == 0
+	case c == 0:
+		k.keyboardCommand(v)
+	}
+	if c := k.pending; c == i8042WriteCTR {
+		k.updateIRQ()
 	}
 	k.pending = 0
 	k.mu.Unlock()

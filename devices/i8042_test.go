@@ -12,19 +12,19 @@ func TestI8042(t *testing.T) {
 		name string
 		ops  []op
 	}{
-		{"idle status", []op{{'s', 0, 0}}},
+		{"idle status", []op{{'s', i8042StatusIdle, 0}}},
 		{"pulse reset 0xfe", []op{{'c', 0xfe, 1}}},
 		{"pulse 0xfc includes reset", []op{{'c', 0xfc, 1}}},
-		{"pulse 0xff is a no-op", []op{{'c', 0xff, 0}, {'s', 0, 0}}},
+		{"pulse 0xff is a no-op", []op{{'c', 0xff, 0}, {'s', i8042StatusIdle, 0}}},
 		{"output port bit 0 clear resets", []op{{'c', 0xd1, 0}, {'d', 0x00, 1}}},
 		{"output port bit 0 set", []op{{'c', 0xd1, 0}, {'d', 0xdf, 0}, {'c', 0xd0, 0}, {'r', 0xdf, 0}}},
-		{"read output port", []op{{'c', 0xd0, 0}, {'s', i8042StatusOBF, 0}, {'r', outPortReset | outPortA20, 0}}},
-		{"self test", []op{{'c', 0xaa, 0}, {'s', i8042StatusOBF, 0}, {'r', 0x55, 0}, {'s', 0, 0}}},
-		{"keyboard interface test", []op{{'c', 0xab, 0}, {'r', 0x00, 0}, {'s', 0, 0}}},
+		{"read output port", []op{{'c', 0xd0, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', outPortReset | outPortA20, 0}}},
+		{"self test", []op{{'c', 0xaa, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0x55, 0}, {'s', i8042StatusIdle, 0}}},
+		{"keyboard interface test", []op{{'c', 0xab, 0}, {'r', 0x00, 0}, {'s', i8042StatusIdle, 0}}},
 		{"aux interface test fails", []op{{'c', 0xa9, 0}, {'r', 0x01, 0}}},
 		{"command byte round trip", []op{
-			{'c', 0x20, 0}, {'s', i8042StatusOBF, 0}, {'r', 0x65, 0},
-			{'c', 0x60, 0}, {'s', 0, 0}, {'d', 0x34, 0},
+			{'c', 0x20, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0x65, 0},
+			{'c', 0x60, 0}, {'s', i8042StatusIdle, 0}, {'d', 0x34, 0},
 			{'c', 0x20, 0}, {'r', 0x34, 0},
 		}},
 		{"aux and keyboard enable bits", []op{
@@ -35,8 +35,12 @@ func TestI8042(t *testing.T) {
 		}},
 		{"data without command is ignored", []op{{'d', 0x00, 0}, {'c', 0x20, 0}, {'r', 0x65, 0}}},
 		{"command cancels pending data", []op{{'c', 0xd1, 0}, {'c', 0xab, 0}, {'d', 0x00, 0}, {'r', 0x00, 0}}},
-		{"mouse write swallows data", []op{{'c', 0xd4, 0}, {'d', 0xfe, 0}, {'s', 0, 0}}},
-		{"unknown command", []op{{'c', 0x12, 0}, {'s', 0, 0}}},
+		{"mouse write swallows data", []op{{'c', 0xd4, 0}, {'d', 0xfe, 0}, {'s', i8042StatusIdle, 0}}},
+		{"unknown command", []op{{'c', 0x12, 0}, {'s', i8042StatusIdle, 0}}},
+		{"keyboard reset", []op{{'d', 0xff, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0xfa, 0}, {'r', 0xaa, 0}, {'s', i8042StatusIdle, 0}}},
+		{"keyboard identify", []op{{'d', 0xf2, 0}, {'r', 0xfa, 0}, {'r', 0xab, 0}, {'r', 0x83, 0}, {'s', i8042StatusIdle, 0}}},
+		{"keyboard LEDs take a parameter", []op{{'d', 0xed, 0}, {'r', 0xfa, 0}, {'d', 0x07, 0}, {'r', 0xfa, 0}, {'d', 0xee, 0}, {'r', 0xee, 0}}},
+		{"controller reply before keyboard bytes", []op{{'d', 0xf4, 0}, {'c', 0xaa, 0}, {'r', 0x55, 0}, {'r', 0xfa, 0}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,8 +88,8 @@ func TestI8042Window(t *testing.T) {
 	k.Write(I8042CommandOffset, []byte{0xaa, 0x00})
 	data := make([]byte, 2)
 	k.Read(I8042CommandOffset, data)
-	if data[0] != i8042StatusOBF || data[1] != 0xff {
-		t.Errorf("wide status read = % x, want 01 ff", data)
+	if data[0] != i8042StatusIdle|i8042StatusOBF || data[1] != 0xff {
+		t.Errorf("wide status read = % x, want 15 ff", data)
 	}
 	k.Read(I8042DataOffset, data[:1])
 	if data[0] != 0x55 {
@@ -107,4 +111,44 @@ func TestI8042Window(t *testing.T) {
 		t.Errorf("stray accesses: %d resets, read %#x", resets, data[0])
 	}
 	NewI8042(nil).Write(I8042CommandOffset, []byte{0xfe}) // nil reset is allowed
+}
+
+// recordingLine records IRQ level changes.
+type recordingLine struct{ levels []bool }
+
+func (r *recordingLine) SetLevel(high bool) { r.levels = append(r.levels, high) }
+
+// TestI8042KeyboardIRQ checks that keyboard replies raise IRQ 1 only when
+// the command byte enables it, with a new edge for every byte.
+func TestI8042KeyboardIRQ(t *testing.T) {
+	tests := []struct {
+		name string
+		ctr  byte
+		want []bool
+	}{
+		{"enabled", 0x65, []bool{true, false, true, false, true, false}},
+		{"disabled", 0x64, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := NewI8042(nil)
+			irq := &recordingLine{}
+			k.SetIRQ(irq)
+			k.Write(I8042CommandOffset, []byte{0x60})
+			k.Write(I8042DataOffset, []byte{tt.ctr})
+			k.Write(I8042DataOffset, []byte{0xf2}) // identify: three bytes
+			b := make([]byte, 1)
+			for range 3 {
+				k.Read(I8042DataOffset, b)
+			}
+			if len(irq.levels) != len(tt.want) {
+				t.Fatalf("IRQ levels %v, want %v", irq.levels, tt.want)
+			}
+			for i := range tt.want {
+				if irq.levels[i] != tt.want[i] {
+					t.Fatalf("IRQ levels %v, want %v", irq.levels, tt.want)
+				}
+			}
+		})
+	}
 }

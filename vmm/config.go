@@ -66,6 +66,9 @@ type Config struct {
 	APISocket string
 	// Log receives the VMM's log; nil means slog.Default().
 	Log *slog.Logger
+	// RNG adds a virtio entropy device (virtio-rng on PCI) fed from the
+	// host's getrandom(2).
+	RNG bool
 	// Incoming means the VM will receive a migrated guest: nothing is
 	// loaded and the vCPUs get their state from the migration stream.
 	Incoming bool

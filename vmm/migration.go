@@ -38,6 +38,10 @@ type MigrationConfig struct {
 	Kernel  string `json:"kernel,omitempty"`
 	Initrd  string `json:"initrd,omitempty"`
 	Cmdline string `json:"cmdline,omitempty"`
+	// Devices are the PCI devices in bus order ("virtio-rng"); the
+	// destination adds the same devices in the same order, so slots,
+	// BARs and saved state line up.
+	Devices []string `json:"devices,omitempty"`
 }
 
 // CPUIDFeatures is one CPUID leaf's feature registers.
@@ -74,6 +78,7 @@ func (v *VM) Config() ([]byte, error) {
 		Kernel:      v.cfg.Kernel,
 		Initrd:      v.cfg.Initrd,
 		Cmdline:     v.cfg.Cmdline,
+		Devices:     v.cfg.pciDevices(),
 	}
 	cpuid := v.vcpus[0].cpuid
 	for _, l := range featureLeaves {
@@ -101,6 +106,9 @@ func ParseMigrationConfig(b []byte) (MigrationConfig, error) {
 	}
 	if len(mc.CPUID) > len(featureLeaves) {
 		return mc, fmt.Errorf("VM configuration: %d CPUID leaves", len(mc.CPUID))
+	}
+	if err := checkDeviceList(mc.Devices); err != nil {
+		return mc, fmt.Errorf("VM configuration: %w", err)
 	}
 	if mc.TestGuest != nil {
 		if err := mc.TestGuest.Validate(mc.MemoryBytes); err != nil {
@@ -144,6 +152,7 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 	}
 	local.MemoryBytes, local.CPUs, local.Incoming = mc.MemoryBytes, mc.CPUs, true
 	local.Kernel, local.Initrd, local.Cmdline, local.BootSector, local.GuestArgs = mc.Kernel, mc.Initrd, mc.Cmdline, "", nil
+	configDevices(&local, mc.Devices)
 	v, err := newVM(local, mc.TestGuest)
 	if err != nil {
 		return nil, err
@@ -164,6 +173,9 @@ func (v *VM) Discard() { v.Close() }
 
 // StartDirtyLog implements migrate.Source.
 func (v *VM) StartDirtyLog() error {
+	if err := v.probeMSRs(); err != nil {
+		return err
+	}
 	if err := v.setDirtyLogging(true); err != nil {
 		v.setDirtyLogging(false)
 		return err

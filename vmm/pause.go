@@ -119,6 +119,13 @@ func (v *VM) Pause(ctx context.Context) error {
 		}
 		v.runCond.Wait()
 	}
+	// Device workers stop after the vCPUs, which might still have been
+	// notifying queues until they parked.
+	if err := v.pauseDevices(ctx); err != nil {
+		v.paused = false
+		v.runCond.Broadcast()
+		return err
+	}
 	v.state = "paused"
 	if os.Getenv("GODWIT_DEBUG_REGS") != "" {
 		for _, c := range v.vcpus {
@@ -140,6 +147,10 @@ func (v *VM) Resume(ctx context.Context) error {
 	case "paused":
 	default:
 		return fmt.Errorf("%w: cannot resume a VM that is %s", api.ErrInvalidState, v.state)
+	}
+	// Devices run again before the vCPUs, which may notify them at once.
+	if err := v.resumeDevices(); err != nil {
+		return err
 	}
 	v.paused = false
 	v.state = "running"

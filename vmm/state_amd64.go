@@ -47,6 +47,21 @@ func (c *vcpu) migratableMSRs() ([]uint32, error) {
 	return ok, nil
 }
 
+// probeMSRs finds the MSRs that migrate, once per VM: each probe is an
+// ioctl, so it runs when a migration starts (StartDirtyLog), outside the
+// downtime, and the list does not change while the VM lives.
+func (v *VM) probeMSRs() error {
+	if v.msrs != nil {
+		return nil
+	}
+	msrs, err := v.vcpus[0].migratableMSRs()
+	if err != nil {
+		return err
+	}
+	v.msrs = msrs
+	return nil
+}
+
 // saveState returns the vCPU's complete state. Field order in the encoding
 // is the restore order (design notes): CPUID, MP state, REGS, SREGS, XSAVE,
 // XCRS, DEBUGREGS, LAPIC, MSRS, VCPU_EVENTS.
@@ -301,13 +316,12 @@ func (v *VM) SaveState() ([]migrate.Section, error) {
 	if !paused {
 		return nil, fmt.Errorf("saving state: the VM is not paused")
 	}
+	if err := v.probeMSRs(); err != nil {
+		return nil, err
+	}
 	var out []migrate.Section
 	for _, c := range v.vcpus {
-		msrs, err := c.migratableMSRs()
-		if err != nil {
-			return nil, err
-		}
-		s, err := c.saveState(msrs)
+		s, err := c.saveState(v.msrs)
 		if err != nil {
 			return nil, err
 		}
@@ -323,7 +337,11 @@ func (v *VM) SaveState() ([]migrate.Section, error) {
 		return nil, fmt.Errorf("saving serial: %w", err)
 	}
 	out = append(out, migrate.Section{ID: sectionSerial, Version: serialStateVersion, Data: serial})
-	return out, nil
+	pciSections, err := v.savePCIState()
+	if err != nil {
+		return nil, err
+	}
+	return append(out, pciSections...), nil
 }
 
 // RestoreState implements migrate.Target: it decodes and validates every
@@ -334,7 +352,7 @@ func (v *VM) RestoreState(sections []migrate.Section) error {
 		if _, dup := byID[s.ID]; dup {
 			return fmt.Errorf("%w: duplicate section %s", errState, s.ID)
 		}
-		known := s.ID == sectionIRQChip || s.ID == sectionPIT || s.ID == sectionClock || s.ID == sectionSerial
+		known := s.ID == sectionIRQChip || s.ID == sectionPIT || s.ID == sectionClock || s.ID == sectionSerial || v.isPCISection(s.ID)
 		if n, ok := strings.CutPrefix(s.ID, sectionVCPUPrefix); ok {
 			id, err := strconv.Atoi(n)
 			known = err == nil && id >= 0 && id < len(v.vcpus) && strconv.Itoa(id) == n
@@ -364,9 +382,17 @@ func (v *VM) RestoreState(sections []migrate.Section) error {
 	if !ok || serial.Version != serialStateVersion {
 		return fmt.Errorf("%w: serial section missing or of another version", errState)
 	}
-	// Order: the irqchips and PIT first (the IOAPIC's routing is in place
-	// before any vCPU state refers to it), then each vCPU, then kvmclock,
-	// whose offset KVM computes from the TSC the vCPUs now have.
+	if err := v.checkPCISections(byID); err != nil {
+		return err
+	}
+	// Order: the PCI bus and devices first (each validates its bytes
+	// before changing anything, so a bad device section leaves KVM
+	// untouched), then the irqchips and PIT (the IOAPIC's routing is in
+	// place before any vCPU state refers to it), then each vCPU, then
+	// kvmclock, whose offset KVM computes from the TSC the vCPUs now have.
+	if err := v.restorePCIState(byID); err != nil {
+		return err
+	}
 	if err := v.restoreVMState(vmst); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"godwit/devices"
+	"godwit/devices/pci"
 	"godwit/test/guest"
 	"godwit/vmm/api"
 	"godwit/vmm/boot"
@@ -27,7 +28,10 @@ const (
 )
 
 // ISA interrupt lines used by the legacy devices.
-const com1IRQ = 4
+const (
+	i8042IRQ = 1
+	com1IRQ  = 4
+)
 
 // StopReason says why a VM stopped.
 type StopReason struct {
@@ -51,6 +55,8 @@ type VM struct {
 
 	pio, mmio *devices.Bus
 	serial    *devices.Serial
+	pci       *pci.Bus     // nil without PCI devices (pci.go)
+	pciDevs   []*pciDevice // in bus order
 	console   *console
 	api       *api.Server
 
@@ -73,6 +79,7 @@ type VM struct {
 
 	exits exitCounters
 	out   outgoing
+	msrs  []uint32 // the MSRs that migrate, probed on the first SaveState
 }
 
 type exitCounters struct {
@@ -103,6 +110,10 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	// Everything that can be checked without KVM comes first, so bad boot
 	// inputs are reported the same way on every host.
 	if v.mem, err = memory.New(cfg.MemoryBytes); err != nil {
+		return nil, err
+	}
+	// The PCI bus comes before the guest: the MP table lists its routes.
+	if err := v.setupPCI(); err != nil {
 		return nil, err
 	}
 	if !cfg.Incoming {
@@ -194,13 +205,14 @@ func (v *VM) setupDevices() error {
 		}
 	}
 	kbd := devices.NewI8042(reset)
+	kbd.SetIRQ(irqLine{vm: v, irq: i8042IRQ})
 	if err := v.pio.Register(0x60, 1, "i8042-data", kbd.DataPort()); err != nil {
 		return err
 	}
 	if err := v.pio.Register(0x64, 1, "i8042-command", kbd.CommandPort()); err != nil {
 		return err
 	}
-	return nil
+	return v.registerPCI()
 }
 
 // loadGuest writes the guest (kernel, boot sector or test guest) into RAM.
@@ -218,7 +230,7 @@ func (v *VM) loadGuest() error {
 				return rerr
 			}
 		}
-		if err = boot.WriteMPTable(v.mem, v.cfg.CPUs); err != nil {
+		if err = boot.WriteMPConfig(v.mem, v.mpConfig()); err != nil {
 			return err
 		}
 		cmdline := v.cfg.Cmdline
@@ -364,7 +376,7 @@ func (v *VM) requestStop(r StopReason) {
 // Close releases every host resource of the VM. It is safe on a partly
 // created VM.
 func (v *VM) Close() error {
-	var errs []error
+	errs := []error{v.closeDevices()}
 	for _, c := range v.vcpus {
 		errs = append(errs, c.kvm.Close())
 	}
@@ -394,6 +406,9 @@ type irqLine struct {
 
 // SetLevel implements devices.IRQLine.
 func (l irqLine) SetLevel(high bool) {
+	if l.vm.vm == nil {
+		return // no irqchip yet: devices built without KVM (tests)
+	}
 	if err := l.vm.vm.IRQLine(l.irq, high); err != nil {
 		l.vm.log.Warn("irq line", "irq", l.irq, "err", err)
 	}

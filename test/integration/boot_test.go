@@ -34,8 +34,8 @@ func TestTestGuestPauseResumeDump(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		l := p.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat")
 		last, _ = heartbeatPass(l)
+		t.Logf("heartbeat %d (pass %d) after %v", i+1, last, time.Since(p.start))
 	}
-	t.Logf("two heartbeats after %v (pass %d)", time.Since(p.start), last)
 
 	var info struct {
 		State  string `json:"state"`

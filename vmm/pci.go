@@ -1,0 +1,279 @@
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"godwit/devices/pci"
+	"godwit/devices/virtio"
+	"godwit/devices/virtio/rng"
+	"godwit/migrate"
+	"godwit/vmm/boot"
+	"godwit/vmm/kvm"
+)
+
+// PCI devices. The VM has a PCI bus (devices/pci) only when a PCI device
+// is configured, so a VM without one looks exactly as before to the guest:
+// no answer at 0xCF8, no host bridge.
+//
+// Wiring: the root complex's CONFIG_ADDRESS/CONFIG_DATA ports sit on the
+// port-I/O bus at 0xCF8, its BAR window [pci.WindowBase, pci.WindowEnd) on
+// the MMIO bus (inside the 32-bit MMIO hole, below the IOAPIC). MSI-X
+// messages go to KVM_SIGNAL_MSI; INTx is level triggered through
+// KVM_IRQ_LINE on the IOAPIC inputs the bus routes (GSIs 16-23), which the
+// MP table describes with one PCI I/O interrupt entry per routed pin.
+//
+// Devices are added in the order of Config.pciDevices; that order decides
+// slots and BAR addresses, so a migration destination builds the same bus
+// from the device list in MigrationConfig.
+
+// Names of the PCI devices godwit can add, as they appear in
+// MigrationConfig.Devices.
+const pciDeviceRNG = "virtio-rng"
+
+// Section IDs and versions of the PCI state.
+const (
+	sectionPCI         = "pci"
+	sectionDevPrefix   = "dev/"
+	pciStateVersion    = 1
+	virtioStateVersion = 1
+)
+
+// pciDevice is one virtio device on the VM's PCI bus.
+type pciDevice struct {
+	// name is the device's section name: its kind and an index
+	// ("virtio-rng0").
+	name string
+	t    *virtio.Transport
+	slot uint8
+}
+
+// pciDevices returns the kinds of PCI devices cfg asks for, in the order
+// they are added to the bus.
+func (c *Config) pciDevices() []string {
+	var out []string
+	if c.RNG {
+		out = append(out, pciDeviceRNG)
+	}
+	return out
+}
+
+// newVirtioDevice returns the backend of a PCI device kind.
+func newVirtioDevice(kind string) (virtio.Device, error) {
+	if kind == pciDeviceRNG {
+		return rng.New(), nil
+	}
+	return nil, fmt.Errorf("unknown PCI device %q", kind)
+}
+
+// setupPCI creates the PCI bus and the configured virtio devices. It needs
+// guest RAM but not KVM: interrupts reach KVM only once the VM runs.
+func (v *VM) setupPCI() error {
+	kinds := v.cfg.pciDevices()
+	if len(kinds) == 0 {
+		return nil
+	}
+	bus, err := pci.NewBus(pci.BusConfig{
+		INTx: func(gsi uint8) pci.INTxLine { return irqLine{vm: v, irq: uint32(gsi)} },
+	})
+	if err != nil {
+		return err
+	}
+	v.pci = bus
+	count := map[string]int{}
+	for _, kind := range kinds {
+		dev, err := newVirtioDevice(kind)
+		if err != nil {
+			return err
+		}
+		t, err := virtio.NewTransport(dev, v.mem, msiSender{v})
+		if err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
+		d := &pciDevice{name: fmt.Sprintf("%s%d", kind, count[kind]), t: t}
+		count[kind]++
+		// Appended before Add so that Close releases it on any error.
+		v.pciDevs = append(v.pciDevs, d)
+		if d.slot, err = bus.Add(t); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+		v.log.Debug("PCI device", "name", d.name, "slot", d.slot)
+	}
+	return nil
+}
+
+// registerPCI puts the root complex on the port-I/O and MMIO buses.
+func (v *VM) registerPCI() error {
+	if v.pci == nil {
+		return nil
+	}
+	if err := v.pio.Register(pci.ConfigAddressPort, pci.ConfigIOSize, "pci-config", v.pci.ConfigIO()); err != nil {
+		return err
+	}
+	return v.mmio.Register(pci.WindowBase, pci.WindowSize, "pci-window", v.pci.MMIO())
+}
+
+// mpConfig returns the MP table description: the vCPUs and a PCI
+// interrupt entry for every routed INTx pin.
+func (v *VM) mpConfig() boot.MPConfig {
+	mc := boot.MPConfig{CPUs: v.cfg.CPUs}
+	if v.pci != nil {
+		for _, r := range v.pci.Routes() {
+			mc.Interrupts = append(mc.Interrupts, boot.PCIInterrupt(r.Slot, r.Pin, r.GSI))
+		}
+	}
+	return mc
+}
+
+// msiSender delivers MSI-X messages through KVM_SIGNAL_MSI.
+type msiSender struct{ vm *VM }
+
+// SignalMSI implements pci.MSIDelivery.
+func (m msiSender) SignalMSI(addr uint64, data uint32) error {
+	_, err := m.vm.vm.SignalMSI(kvm.MSI{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data})
+	if err != nil {
+		m.vm.log.Warn("MSI", "addr", fmt.Sprintf("%#x", addr), "data", fmt.Sprintf("%#x", data), "err", err)
+	}
+	return err
+}
+
+// pauseDevices quiesces every device worker; on error the devices paused
+// so far run again.
+func (v *VM) pauseDevices(ctx context.Context) error {
+	for i, d := range v.pciDevs {
+		if err := d.t.Pause(ctx); err != nil {
+			for _, r := range v.pciDevs[:i+1] {
+				_ = r.t.Resume()
+			}
+			return fmt.Errorf("pausing %s: %w", d.name, err)
+		}
+	}
+	return nil
+}
+
+// resumeDevices lets every device worker run again.
+func (v *VM) resumeDevices() error {
+	var errs []error
+	for _, d := range v.pciDevs {
+		if err := d.t.Resume(); err != nil {
+			errs = append(errs, fmt.Errorf("resuming %s: %w", d.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closeDevices stops every device worker for good.
+func (v *VM) closeDevices() error {
+	var errs []error
+	for _, d := range v.pciDevs {
+		errs = append(errs, d.t.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// savePCIState returns the PCI bus section and one section per device.
+// The VM is paused.
+func (v *VM) savePCIState() ([]migrate.Section, error) {
+	if v.pci == nil {
+		return nil, nil
+	}
+	b, err := v.pci.SaveState()
+	if err != nil {
+		return nil, fmt.Errorf("saving the PCI bus: %w", err)
+	}
+	out := []migrate.Section{{ID: sectionPCI, Version: pciStateVersion, Data: b}}
+	for _, d := range v.pciDevs {
+		b, err := d.t.SaveState()
+		if err != nil {
+			return nil, fmt.Errorf("saving %s: %w", d.name, err)
+		}
+		out = append(out, migrate.Section{ID: sectionDevPrefix + d.name, Version: virtioStateVersion, Data: b})
+	}
+	return out, nil
+}
+
+// isPCISection reports whether id names PCI state this VM has.
+func (v *VM) isPCISection(id string) bool {
+	if v.pci == nil {
+		return false
+	}
+	if id == sectionPCI {
+		return true
+	}
+	for _, d := range v.pciDevs {
+		if id == sectionDevPrefix+d.name {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPCISections checks that every PCI section this VM needs is present
+// with a known version, before anything is restored.
+func (v *VM) checkPCISections(byID map[string]migrate.Section) error {
+	if v.pci == nil {
+		return nil
+	}
+	want := []struct {
+		id      string
+		version uint32
+	}{{sectionPCI, pciStateVersion}}
+	for _, d := range v.pciDevs {
+		want = append(want, struct {
+			id      string
+			version uint32
+		}{sectionDevPrefix + d.name, virtioStateVersion})
+	}
+	for _, w := range want {
+		s, ok := byID[w.id]
+		if !ok {
+			return fmt.Errorf("%w: section %s missing", errState, w.id)
+		}
+		if s.Version != w.version {
+			return fmt.Errorf("%w: %s: version %d, want %d", errState, s.ID, s.Version, w.version)
+		}
+	}
+	return nil
+}
+
+// restorePCIState restores the bus and every device. Each validates its
+// bytes before changing anything; the first failure stops the restore
+// (the destination VM is then discarded).
+func (v *VM) restorePCIState(byID map[string]migrate.Section) error {
+	if v.pci == nil {
+		return nil
+	}
+	if err := v.pci.RestoreState(byID[sectionPCI].Data); err != nil {
+		return fmt.Errorf("%w: restoring the PCI bus: %w", errState, err)
+	}
+	for _, d := range v.pciDevs {
+		if err := d.t.RestoreState(byID[sectionDevPrefix+d.name].Data); err != nil {
+			return fmt.Errorf("%w: restoring %s: %w", errState, d.name, err)
+		}
+	}
+	return nil
+}
+
+// configDevices sets the device options of cfg from a migration device
+// list.
+func configDevices(cfg *Config, kinds []string) {
+	cfg.RNG = slices.Contains(kinds, pciDeviceRNG)
+}
+
+// checkDeviceList checks a migration device list: known kinds, in the
+// order a VM configured with them would add them.
+func checkDeviceList(kinds []string) error {
+	for _, k := range kinds {
+		if k != pciDeviceRNG {
+			return fmt.Errorf("unknown PCI device %q", k)
+		}
+	}
+	var cfg Config
+	configDevices(&cfg, kinds)
+	if want := cfg.pciDevices(); !slices.Equal(want, kinds) {
+		return fmt.Errorf("PCI devices %q: this godwit would add %q", kinds, want)
+	}
+	return nil
+}
