@@ -91,9 +91,10 @@ func BenchmarkApplyBatch(b *testing.B) {
 			}
 			out, _ := (&batchEncoder{comp: comp}).appendFrame(nil, host, &bt)
 			payload := out[headerSize : len(out)-trailerSize]
-			sink := newBatchSink(newTestMemory(b, 4<<20))
+			sink := newBatchSink(newTestMemory(b, 4<<20), false)
 			b.SetBytes(MaxBatchPages * pageSize)
 			for b.Loop() {
+				sink.newRound()
 				if _, err := sink.apply(payload); err != nil {
 					b.Fatal(err)
 				}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"godwit/vmm/memory"
@@ -18,6 +20,20 @@ type ReceiveOptions struct {
 	// IdleTimeout bounds the wait for each frame from the source (default
 	// 30s): a stalled source fails the migration.
 	IdleTimeout time.Duration
+	// Workers is the number of goroutines decoding page batches into
+	// RAM while the calling goroutine reads the stream (default
+	// GOMAXPROCS, at most 4).
+	Workers int
+	// AssumeZeroed promises that Target.Memory() is zero-filled when the
+	// TargetFactory returns it, as fresh memfd RAM is. The receiver then
+	// skips zero pages for pages it has not written: no read, no clear,
+	// no page fault. Leave it false when the target's RAM may hold data
+	// (reused memory, or migratetest.Factory's junk-filled RAM); then
+	// every zero page is checked and cleared.
+	AssumeZeroed bool
+	// Trace, if set, receives a record of every memory round once all of
+	// its pages are applied.
+	Trace func(DestRoundTrace)
 }
 
 // recvState is a state of the destination's state machine (see the
@@ -70,8 +86,12 @@ type receiver struct {
 
 	target     Target
 	sink       *batchSink
+	ap         *applier
 	round      uint32
 	roundPages uint64
+	roundStart time.Time
+	rt         DestRoundTrace
+	readWait   time.Duration
 	stateBuf   []byte
 	stateMore  bool // the last STATE chunk had flagMore
 	sections   []Section
@@ -96,6 +116,9 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 30 * time.Second
 	}
+	if opts.Workers <= 0 {
+		opts.Workers = min(runtime.GOMAXPROCS(0), 4)
+	}
 	r := &receiver{
 		ctx:     ctx,
 		l:       newLink(conn),
@@ -108,6 +131,11 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 	stop := r.l.watch(ctx)
 	err := r.run()
 	stop()
+	if r.ap != nil {
+		// No page may be written once Receive returns, and none
+		// after Discard.
+		r.ap.close()
+	}
 	r.l.disarmIdle()
 	r.stats.ReceivedBytes = r.fr.n
 	r.stats.TotalMs = ms(time.Since(r.start))
@@ -144,7 +172,9 @@ func (r *receiver) next() (frame, error) {
 		return frame{}, err
 	}
 	r.l.armIdle(r.opts.IdleTimeout)
+	t0 := time.Now()
 	f, err := r.fr.next()
+	r.readWait += time.Since(t0)
 	if err == nil {
 		return f, nil
 	}
@@ -178,15 +208,24 @@ func (r *receiver) handle(f frame) error {
 			return protoErr("MEMORY_BEGIN for round %d, expected round %d", round, want)
 		}
 		r.round, r.roundPages, r.state = round, 0, stateInRound
+		r.roundStart = time.Now()
+		r.rt = DestRoundTrace{Round: int(round), Start: r.roundStart.Sub(r.start)}
+		r.readWait = 0
+		r.sink.newRound()
 		return nil
 
 	case r.state == stateInRound && f.typ == framePageBatch:
-		c, err := r.sink.apply(f.payload)
+		if err := r.ap.err(); err != nil {
+			return fmt.Errorf("round %d: %w", r.round, err)
+		}
+		j := &applyJob{}
+		n, err := r.sink.prepare(f.payload, &j.b)
 		if err != nil {
 			return fmt.Errorf("round %d: %w", r.round, err)
 		}
-		r.roundPages += c.pages()
-		r.stats.Pages.add(c)
+		j.buf = r.fr.detach(r.ap.spare())
+		r.roundPages += n
+		r.ap.submit(j)
 		return nil
 
 	case r.state == stateInRound && f.typ == frameRoundEnd:
@@ -200,8 +239,27 @@ func (r *receiver) handle(f frame) error {
 		if end.pages != r.roundPages {
 			return protoErr("round %d: source sent %d pages, %d arrived", r.round, end.pages, r.roundPages)
 		}
+		t0 := time.Now()
+		c, busy, err := r.ap.wait()
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r.round, err)
+		}
+		applied := time.Since(r.roundStart)
+		r.stats.Pages.add(c)
 		r.stats.Rounds++
 		r.state = stateBetweenRounds
+		// Every page of the round is in RAM: tell the source, which
+		// measures its throughput end to end and waits for this
+		// before it decides on another round.
+		ack := roundAck{round: r.round, applyNs: uint64(applied)}
+		if err := r.write(appendFrame(nil, frameRoundAck, 0, ack.append(nil))); err != nil {
+			return err
+		}
+		if r.opts.Trace != nil {
+			r.rt.Duration, r.rt.ReadWait, r.rt.Apply, r.rt.Drain = applied, r.readWait, busy, time.Since(t0)
+			r.rt.PageCounts.add(c)
+			r.opts.Trace(r.rt)
+		}
 		return nil
 
 	case (r.state == stateBetweenRounds || (r.state == stateWaitState && r.stateMore)) && f.typ == frameState:
@@ -268,7 +326,8 @@ func (r *receiver) hello(p []byte) error {
 				i, h.regions[i].GPA, h.regions[i].Size, reg.GPA, reg.Size))
 		}
 	}
-	r.sink = newBatchSink(mem)
+	r.sink = newBatchSink(mem, r.opts.AssumeZeroed)
+	r.ap = newApplier(r.sink, r.opts.Workers)
 	if err := r.write(appendFrame(nil, frameAccept, 0, nil)); err != nil {
 		return err
 	}
@@ -339,4 +398,106 @@ func (r *receiver) fail(err error) error {
 	}
 	r.stats.Error = err.Error()
 	return err
+}
+
+// applyJob is one prepared PAGE_BATCH and the frame buffer it aliases.
+type applyJob struct {
+	b   preparedBatch
+	buf []byte
+}
+
+// applier decodes prepared batches into RAM on a pool of goroutines while
+// the receiver reads on. The receiver submits a round's batches, then
+// waits for all of them at ROUND_END. Buffers cycle between the frame
+// reader and the workers: at most workers+2 frame buffers exist.
+type applier struct {
+	sink   *batchSink
+	jobs   chan *applyJob
+	spares chan []byte
+	done   sync.WaitGroup // workers
+	busy   sync.WaitGroup // submitted, not yet applied
+
+	mu     sync.Mutex
+	counts batchCounts
+	apply  time.Duration
+	first  error
+}
+
+func newApplier(sink *batchSink, workers int) *applier {
+	a := &applier{sink: sink, jobs: make(chan *applyJob), spares: make(chan []byte, workers+1)}
+	for range workers {
+		a.done.Add(1)
+		go a.work()
+	}
+	return a
+}
+
+func (a *applier) work() {
+	defer a.done.Done()
+	for j := range a.jobs {
+		a.mu.Lock()
+		failed := a.first != nil
+		a.mu.Unlock()
+		var c batchCounts
+		var err error
+		var d time.Duration
+		if !failed {
+			t0 := time.Now()
+			c, err = a.sink.run(&j.b)
+			d = time.Since(t0)
+		}
+		a.mu.Lock()
+		a.counts.add(c)
+		a.apply += d
+		if err != nil && a.first == nil {
+			a.first = err
+		}
+		a.mu.Unlock()
+		select {
+		case a.spares <- j.buf:
+		default:
+		}
+		a.busy.Done()
+	}
+}
+
+// spare returns a free frame buffer, or nil when none is free.
+func (a *applier) spare() []byte {
+	select {
+	case b := <-a.spares:
+		return b
+	default:
+		return nil
+	}
+}
+
+// submit hands a prepared batch to a worker, waiting for a free one.
+func (a *applier) submit(j *applyJob) {
+	a.busy.Add(1)
+	a.jobs <- j
+}
+
+// err returns the first error a worker met, if any.
+func (a *applier) err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.first
+}
+
+// wait waits until every submitted batch is applied and returns their
+// page counts and the workers' busy time since the last wait, or the
+// first error.
+func (a *applier) wait() (batchCounts, time.Duration, error) {
+	a.busy.Wait()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, d := a.counts, a.apply
+	a.counts, a.apply = batchCounts{}, 0
+	return c, d, a.first
+}
+
+// close waits for the submitted batches and stops the workers.
+func (a *applier) close() {
+	close(a.jobs)
+	a.done.Wait()
 }

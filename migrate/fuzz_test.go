@@ -51,7 +51,7 @@ func FuzzPageBatch(f *testing.F) {
 	}
 	f.Add(batchPayload(0, 511, 1, []byte{1}, []byte{1}))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		sink := newBatchSink(mem)
+		sink := newBatchSink(mem, false)
 		c, err := sink.apply(p)
 		if err == nil && (c.pages() == 0 || c.pages() > MaxBatchPages) {
 			t.Fatalf("accepted a batch of %d pages", c.pages())

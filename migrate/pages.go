@@ -162,85 +162,166 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 	return finishFrame(dst, start, framePageBatch, 0), c
 }
 
-// batchSink is where decoded pages go: the destination's RAM and the
-// record of which pages have been received at least once.
+// batchSink is where decoded pages go: the destination's RAM, the record
+// of which pages have been received at least once, which pages the
+// current round has delivered, and which pages hold data written by the
+// migration (so that a zero page only costs work when it overwrites one).
+//
+// prepare runs on one goroutine in stream order and owns the bitmaps;
+// the run of prepared batches may then proceed on several goroutines at
+// once, since prepare guarantees the batches of a round are disjoint.
 type batchSink struct {
 	mem     *memory.Memory
 	regions []memory.Region
-	seen    [][]uint64
+	seen    [][]uint64 // received at least once
+	round   [][]uint64 // received in the current round
+	written [][]uint64 // may hold non-zero bytes
 }
 
-func newBatchSink(mem *memory.Memory) *batchSink {
+// newBatchSink returns a sink writing into mem. With zeroed set, mem is
+// known to be zero-filled (fresh memfd RAM), so a zero page for a page
+// that no batch has written needs no work at all; without it, every page
+// is assumed to hold junk.
+func newBatchSink(mem *memory.Memory, zeroed bool) *batchSink {
 	s := &batchSink{mem: mem, regions: mem.Regions()}
 	for _, r := range s.regions {
-		s.seen = append(s.seen, make([]uint64, (r.Pages()+63)/64))
+		words := (r.Pages() + 63) / 64
+		s.seen = append(s.seen, make([]uint64, words))
+		s.round = append(s.round, make([]uint64, words))
+		w := make([]uint64, words)
+		if !zeroed {
+			for i := range w {
+				w[i] = ^uint64(0)
+			}
+		}
+		s.written = append(s.written, w)
 	}
 	return s
 }
 
-// apply decodes a PAGE_BATCH payload and writes its pages into RAM. It
-// treats p as hostile: every field is range-checked before use and no
-// allocation depends on it.
-func (s *batchSink) apply(p []byte) (batchCounts, error) {
-	var c batchCounts
+// newRound forgets which pages the previous round delivered.
+func (s *batchSink) newRound() {
+	for _, bm := range s.round {
+		clear(bm)
+	}
+}
+
+// preparedBatch is a validated PAGE_BATCH waiting for its pages to be
+// decoded: everything but the page data has been checked.
+type preparedBatch struct {
+	host    []byte // the region's RAM
+	first   uint64
+	count   int
+	region  uint32
+	present []byte
+	zero    []byte
+	clear   [batchWords]uint64 // zero pages that may hold data: clear them
+	pages   []byte             // the page records
+}
+
+// prepare validates the header and bitmaps of a PAGE_BATCH payload,
+// records its pages as received (refusing a page the current round
+// already delivered), and fills b for run. It returns the number of pages
+// the batch carries. b aliases p.
+func (s *batchSink) prepare(p []byte, b *preparedBatch) (uint64, error) {
 	d := decoder{b: p}
 	region := d.u32()
 	first := d.u64()
 	count := d.u32()
 	if d.err != nil {
-		return c, d.err
+		return 0, d.err
 	}
 	if region >= uint32(len(s.regions)) {
-		return c, protoErr("PAGE_BATCH region %d out of range (VM has %d)", region, len(s.regions))
+		return 0, protoErr("PAGE_BATCH region %d out of range (VM has %d)", region, len(s.regions))
 	}
 	if count == 0 || count > MaxBatchPages {
-		return c, protoErr("PAGE_BATCH page count %d outside [1, %d]", count, MaxBatchPages)
+		return 0, protoErr("PAGE_BATCH page count %d outside [1, %d]", count, MaxBatchPages)
 	}
 	pages := s.regions[region].Pages()
 	if first >= pages || uint64(count) > pages-first {
-		return c, protoErr("PAGE_BATCH pages [%d, +%d) outside region %d (%d pages)", first, count, region, pages)
+		return 0, protoErr("PAGE_BATCH pages [%d, +%d) outside region %d (%d pages)", first, count, region, pages)
 	}
 	bmBytes := int(count+7) / 8
 	present := d.take(bmBytes)
 	zero := d.take(bmBytes)
 	if d.err != nil {
-		return c, d.err
+		return 0, d.err
 	}
 	if spare := uint(count % 8); spare != 0 {
 		mask := byte(0xff) << spare
 		if present[bmBytes-1]&mask != 0 || zero[bmBytes-1]&mask != 0 {
-			return c, protoErr("PAGE_BATCH bitmap has bits past its %d pages", count)
+			return 0, protoErr("PAGE_BATCH bitmap has bits past its %d pages", count)
 		}
 	}
 	nonEmpty := false
 	for i := range present {
 		if zero[i]&^present[i] != 0 {
-			return c, protoErr("PAGE_BATCH marks a page zero that is not present")
+			return 0, protoErr("PAGE_BATCH marks a page zero that is not present")
 		}
 		nonEmpty = nonEmpty || present[i] != 0
 	}
 	if !nonEmpty {
-		return c, protoErr("PAGE_BATCH carries no pages")
+		return 0, protoErr("PAGE_BATCH carries no pages")
 	}
-	host := s.mem.RegionHost(int(region))
-	seen := s.seen[region]
+	seen, round, written := s.seen[region], s.round[region], s.written[region]
 	for i := 0; i < int(count); i++ {
 		if present[i/8]&(1<<(i%8)) == 0 {
 			continue
 		}
 		pn := first + uint64(i)
-		page := host[pn*pageSize : (pn+1)*pageSize]
-		seen[pn/64] |= 1 << (pn % 64)
-		if zero[i/8]&(1<<(i%8)) != 0 {
-			// The destination may be reusing memory: a zero page
-			// must be cleared, but skip the write when it is
-			// already zero.
-			if !isZero(page) {
-				clear(page)
+		w, bit := pn/64, uint64(1)<<(pn%64)
+		if round[w]&bit != 0 {
+			return 0, protoErr("page %d of region %d sent twice in one round", pn, region)
+		}
+		round[w] |= bit
+	}
+	// Only a valid batch changes the bitmaps (a batch that repeats a
+	// page fails the migration, so the round bits set above are moot).
+	*b = preparedBatch{host: s.mem.RegionHost(int(region)), first: first, count: int(count), region: region,
+		present: present, zero: zero, pages: d.b}
+	var n uint64
+	for i := 0; i < int(count); i++ {
+		if present[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		n++
+		pn := first + uint64(i)
+		w, bit := pn/64, uint64(1)<<(pn%64)
+		seen[w] |= bit
+		if zero[i/8]&(1<<(i%8)) == 0 {
+			written[w] |= bit
+			continue
+		}
+		if written[w]&bit != 0 {
+			b.clear[i/64] |= 1 << (i % 64)
+			written[w] &^= bit
+		}
+	}
+	return n, nil
+}
+
+// run decodes the pages of a prepared batch into RAM. Batches of one round
+// may run concurrently. It checks every page record as hostile.
+func (s *batchSink) run(b *preparedBatch) (batchCounts, error) {
+	var c batchCounts
+	d := decoder{b: b.pages}
+	for i := 0; i < b.count; i++ {
+		if b.present[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		pn := b.first + uint64(i)
+		if b.zero[i/8]&(1<<(i%8)) != 0 {
+			// Only pages that may hold data need clearing, and
+			// skip the write when one is already zero.
+			if b.clear[i/64]&(1<<(i%64)) != 0 {
+				if page := b.host[pn*pageSize : (pn+1)*pageSize]; !isZero(page) {
+					clear(page)
+				}
 			}
 			c.zero++
 			continue
 		}
+		page := b.host[pn*pageSize : (pn+1)*pageSize]
 		enc := d.take(1)
 		n := d.u16()
 		if d.err != nil {
@@ -249,13 +330,13 @@ func (s *batchSink) apply(p []byte) (batchCounts, error) {
 		switch enc[0] {
 		case encRaw:
 			if n != pageSize {
-				return c, protoErr("raw page %d of region %d has length %d, want %d", pn, region, n, pageSize)
+				return c, protoErr("raw page %d of region %d has length %d, want %d", pn, b.region, n, pageSize)
 			}
 			copy(page, d.take(pageSize))
 			c.normal++
 		case encLZ4:
 			if n == 0 || n >= pageSize {
-				return c, protoErr("LZ4 page %d of region %d has length %d, want 1..%d", pn, region, n, pageSize-1)
+				return c, protoErr("LZ4 page %d of region %d has length %d, want 1..%d", pn, b.region, n, pageSize-1)
 			}
 			src := d.take(int(n))
 			if d.err != nil {
@@ -263,20 +344,29 @@ func (s *batchSink) apply(p []byte) (batchCounts, error) {
 			}
 			got, err := lz4.UncompressBlock(src, page)
 			if err != nil {
-				return c, protoErr("LZ4 page %d of region %d: %v", pn, region, err)
+				return c, protoErr("LZ4 page %d of region %d: %v", pn, b.region, err)
 			}
 			if got != pageSize {
-				return c, protoErr("LZ4 page %d of region %d decompressed to %d bytes, want %d", pn, region, got, pageSize)
+				return c, protoErr("LZ4 page %d of region %d decompressed to %d bytes, want %d", pn, b.region, got, pageSize)
 			}
 			c.compressed++
 		default:
-			return c, protoErr("page %d of region %d has unknown encoding %d", pn, region, enc[0])
+			return c, protoErr("page %d of region %d has unknown encoding %d", pn, b.region, enc[0])
 		}
 		if d.err != nil {
 			return c, d.err
 		}
 	}
 	return c, d.end("PAGE_BATCH pages")
+}
+
+// apply prepares and runs one PAGE_BATCH payload on the calling goroutine.
+func (s *batchSink) apply(p []byte) (batchCounts, error) {
+	var b preparedBatch
+	if _, err := s.prepare(p, &b); err != nil {
+		return batchCounts{}, err
+	}
+	return s.run(&b)
 }
 
 // missing returns the number of pages never received, and the first one.

@@ -87,7 +87,7 @@ func TestBatchRoundTrip(t *testing.T) {
 			for i := range dst.RegionHost(0) {
 				dst.RegionHost(0)[i] = 0xee
 			}
-			sink := newBatchSink(dst)
+			sink := newBatchSink(dst, false)
 			got, err := sink.apply(decodeOne(t, out))
 			if err != nil {
 				t.Fatalf("apply: %v", err)
@@ -184,7 +184,7 @@ func TestBatchHostile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sink := newBatchSink(newTestMemory(t, size))
+			sink := newBatchSink(newTestMemory(t, size), false)
 			_, err := sink.apply(tt.payload)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrProtocol) {
 				t.Fatalf("apply error %v, want a protocol error containing %q", err, tt.wantErr)
@@ -199,7 +199,7 @@ func TestZeroPageClearsReusedMemory(t *testing.T) {
 	for i := range host[:3*pageSize] {
 		host[i] = 0x5a
 	}
-	sink := newBatchSink(mem)
+	sink := newBatchSink(mem, false)
 	c, err := sink.apply(batchPayload(0, 0, 3, []byte{7}, []byte{5}, pageRec(encRaw, bytes.Repeat([]byte{9}, pageSize))))
 	if err != nil {
 		t.Fatal(err)

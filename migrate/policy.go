@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-
-	"godwit/vmm/memory"
 )
 
 // Auto-converge throttle steps, as QEMU's defaults
@@ -22,9 +20,12 @@ type RoundStat struct {
 	Round int `json:"round"`
 	// Pages is the number of pages the round sent (zero pages included).
 	Pages uint64 `json:"pages"`
+	// ZeroPages is how many of them were zero pages (sent as a bit).
+	ZeroPages uint64 `json:"zero_pages"`
 	// Bytes is what the round put on the wire.
 	Bytes uint64 `json:"bytes"`
-	// Duration is how long sending took.
+	// Duration is the round end to end: from sending its MEMORY_BEGIN
+	// to the destination's ROUND_ACK, every page applied there.
 	Duration time.Duration `json:"duration_ns"`
 	// DirtyAfter is the number of pages the guest dirtied while the round
 	// ran: the work left for the next round.
@@ -54,7 +55,16 @@ type Policy struct {
 	// AutoConverge allows throttling the vCPUs when the dirty set does not
 	// shrink.
 	AutoConverge bool
+	// SwitchoverCost is the fixed part of the downtime, added to the
+	// time the last dirty pages take.
+	SwitchoverCost time.Duration
 }
+
+// minRateSample is how many costly pages the per-page cost is measured
+// over, at least: rounds are taken newest first until they add up to it
+// (or none is left), so a tiny round's fixed overheads do not pass for a
+// per-page cost.
+const minRateSample = 1024
 
 // Action is what Decide tells the source to do next.
 type Action int
@@ -96,8 +106,11 @@ type Decision struct {
 	Reason string
 	// ExpectedDowntime is the pause stop-and-copy would cause now.
 	ExpectedDowntime time.Duration
-	// Bandwidth is the estimate used, in bytes per second (+Inf when
+	// PageCost is the measured end-to-end time per costly page (0 when
 	// nothing has been measured yet).
+	PageCost time.Duration
+	// Bandwidth is the end-to-end throughput over the same rounds, in
+	// bytes per second (+Inf when nothing has been measured yet).
 	Bandwidth float64
 }
 
@@ -106,13 +119,22 @@ type Decision struct {
 func shrinks(prev, cur uint64) bool { return cur*20 <= prev*19 && cur < prev }
 
 // Decide is the stop-iterating policy, a pure function of the round
-// statistics, checked in this order after every round:
+// statistics. The expected downtime is
 //
-//  1. Converged: the expected downtime — the pages dirtied during the last
-//     round, at memory.PageSize bytes each (conservative: zero and
-//     compressed pages travel smaller), divided by the bandwidth measured
-//     in the most recent round that sent something — is within
-//     DowntimeTarget: StopAndCopy.
+//	DirtyAfter of the last round × PageCost + SwitchoverCost
+//
+// where PageCost is the time per costly (non-zero) page end to end — from
+// MEMORY_BEGIN to the destination's ROUND_ACK, so it covers encoding, the
+// link and the destination decoding and writing pages — over the most
+// recent rounds that add up to minRateSample costly pages (a round of
+// zero pages only counts its zero pages). It is conservative: every dirty
+// page is priced as a costly one, though some travel as a bit. With no
+// dirty page left it is SwitchoverCost alone.
+//
+// The checks run in this order after every round:
+//
+//  1. Converged: the expected downtime is within DowntimeTarget:
+//     StopAndCopy.
 //  2. Timeout reached: Fail.
 //  3. MaxRounds reached: StopAndCopy, accepting a longer pause, unless the
 //     expected downtime would overrun the Timeout, then Fail. QEMU has no
@@ -130,24 +152,37 @@ func Decide(h History, p Policy) Decision {
 		return Decision{Action: Continue, Reason: "no round completed yet", Bandwidth: math.Inf(1)}
 	}
 	last := h.Rounds[len(h.Rounds)-1]
-	bw := math.Inf(1)
-	for i := len(h.Rounds) - 1; i >= 0; i-- {
+	var dur time.Duration
+	var pages, bytes uint64
+	for i := len(h.Rounds) - 1; i >= 0 && pages < minRateSample; i-- {
 		r := h.Rounds[i]
-		if r.Bytes > 0 {
-			bw = float64(r.Bytes) / max(r.Duration.Seconds(), 1e-6)
-			break
+		costly := r.Pages - min(r.ZeroPages, r.Pages)
+		if costly == 0 {
+			costly = r.Pages
 		}
+		if costly == 0 {
+			continue
+		}
+		dur += r.Duration
+		pages += costly
+		bytes += r.Bytes
 	}
-	remaining := float64(last.DirtyAfter) * memory.PageSize
+	bw := math.Inf(1)
+	var cost time.Duration
+	if pages > 0 {
+		cost = max(dur/time.Duration(pages), 1)
+		bw = float64(bytes) / max(dur.Seconds(), 1e-9)
+	}
 	var expected time.Duration
 	switch {
 	case last.DirtyAfter == 0:
-	case math.IsInf(bw, 1):
+		expected = p.SwitchoverCost
+	case pages == 0:
 		expected = math.MaxInt64 / 2 // unknown: never "converged"
 	default:
-		expected = time.Duration(min(remaining/bw*float64(time.Second), math.MaxInt64/2))
+		expected = time.Duration(min(float64(last.DirtyAfter)*float64(dur)/float64(pages)+float64(p.SwitchoverCost), math.MaxInt64/2))
 	}
-	d := Decision{ExpectedDowntime: expected, Bandwidth: bw}
+	d := Decision{ExpectedDowntime: expected, PageCost: cost, Bandwidth: bw}
 	rounds := len(h.Rounds)
 	switch {
 	case expected <= p.DowntimeTarget:

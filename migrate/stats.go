@@ -58,6 +58,17 @@ type Stats struct {
 	ThrottlePct int `json:"throttle_pct"`
 	// FinalSyncMs is the paused memory round: final dirty fetch and send.
 	FinalSyncMs float64 `json:"final_sync_ms"`
+	// FinalRoundMs is the paused memory round end to end: from its
+	// MEMORY_BEGIN to the destination's ROUND_ACK, every page applied.
+	FinalRoundMs float64 `json:"final_round_ms"`
+	// FinalApplyMs is the destination's own time for the paused round,
+	// as its ROUND_ACK reported (MEMORY_BEGIN read to last page applied).
+	FinalApplyMs float64 `json:"final_apply_ms"`
+	// SwitchoverMs is the downtime that is not the final round:
+	// pausing, fetching the dirty log, the state, restoring, starting,
+	// and the round trips. Options.SwitchoverCost of a later migration
+	// of the same kind of VM can start from it.
+	SwitchoverMs float64 `json:"switchover_ms"`
 	// StateSaveMs is Source.SaveState.
 	StateSaveMs float64 `json:"state_save_ms"`
 	// RestoreMs is the destination's Target.RestoreState, as it reported.
@@ -135,4 +146,24 @@ func mbps(bytes uint64, d time.Duration) float64 {
 		return 0
 	}
 	return float64(bytes) * 8 / 1e6 / d.Seconds()
+}
+
+// DestRoundTrace is the destination's record of one memory round, given
+// to ReceiveOptions.Trace once every page of the round is applied.
+type DestRoundTrace struct {
+	// Round is the round number.
+	Round int `json:"round"`
+	// Start is when MEMORY_BEGIN arrived, relative to the start of Receive.
+	Start time.Duration `json:"start_ns"`
+	// Duration runs from MEMORY_BEGIN to the last page applied.
+	Duration time.Duration `json:"duration_ns"`
+	// ReadWait is the time spent waiting for frames from the source.
+	ReadWait time.Duration `json:"read_wait_ns"`
+	// Apply is the time spent decoding and writing pages, summed over
+	// the goroutines that do it.
+	Apply time.Duration `json:"apply_ns"`
+	// Drain is the wait at ROUND_END for the last pages to be applied.
+	Drain time.Duration `json:"drain_ns"`
+	// PageCounts splits the round's pages by encoding.
+	PageCounts PageStats `json:"page_counts"`
 }

@@ -16,7 +16,7 @@ const (
 	// Magic opens every HELLO payload.
 	Magic = "GODWITMG"
 	// ProtocolVersion is the version of the wire format this package speaks.
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 
 	// MaxConfigSize bounds the VM configuration carried by HELLO.
 	MaxConfigSize = 64 << 10
@@ -61,6 +61,7 @@ const (
 	frameComplete    frameType = 8
 	frameResumed     frameType = 9
 	frameError       frameType = 10
+	frameRoundAck    frameType = 11
 )
 
 // frameSpec is what a reader accepts for one frame type.
@@ -82,6 +83,7 @@ var frameSpecs = map[frameType]frameSpec{
 	frameComplete:    {name: "COMPLETE"},
 	frameResumed:     {name: "RESUMED", minLen: 16, maxLen: 16},
 	frameError:       {name: "ERROR", maxLen: MaxReason},
+	frameRoundAck:    {name: "ROUND_ACK", minLen: roundAckSize, maxLen: roundAckSize},
 }
 
 func (t frameType) String() string {
@@ -129,6 +131,14 @@ type frameReader struct {
 	hdr [headerSize]byte
 	buf []byte
 	n   uint64 // bytes read, including headers and trailers
+}
+
+// detach hands the buffer the last frame's payload aliases to the caller
+// and makes the reader use spare (nil: allocate on demand) from now on.
+func (fr *frameReader) detach(spare []byte) []byte {
+	b := fr.buf
+	fr.buf = spare
+	return b
 }
 
 func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r} }
@@ -321,6 +331,27 @@ func parseRoundEnd(p []byte) (roundEnd, error) {
 	d := decoder{b: p}
 	r := roundEnd{round: d.u32(), pages: d.u64(), bytes: d.u64()}
 	return r, d.end("ROUND_END")
+}
+
+// roundAck is the ROUND_ACK payload: round u32, apply_ns u64 (the
+// destination's time from MEMORY_BEGIN to the last page of the round
+// applied, informational).
+type roundAck struct {
+	round   uint32
+	applyNs uint64
+}
+
+const roundAckSize = 4 + 8
+
+func (a roundAck) append(dst []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, a.round)
+	return binary.LittleEndian.AppendUint64(dst, a.applyNs)
+}
+
+func parseRoundAck(p []byte) (roundAck, error) {
+	d := decoder{b: p}
+	a := roundAck{round: d.u32(), applyNs: d.u64()}
+	return a, d.end("ROUND_ACK")
 }
 
 // resumed is the RESUMED payload: restore_ns u64, start_ns u64.

@@ -22,6 +22,7 @@ func vmFlags() []cli.Flag {
 		&cli.IntFlag{Name: "cpus", Value: 1, Usage: "number of vCPUs (1-16)"},
 		&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
 		&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API"},
+		&cli.BoolFlag{Name: "rng", Usage: "add a virtio entropy device (virtio-rng on PCI) fed by the host's getrandom(2)"},
 		&cli.StringSliceFlag{Name: "guest-arg", Usage: "embedded test guest parameter key=value (repeatable)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 	}
@@ -51,6 +52,7 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 		GuestArgs:   c.StringSlice("guest-arg"),
 		Serial:      serial,
 		APISocket:   c.String("api-sock"),
+		RNG:         c.Bool("rng"),
 		Log:         log,
 	}
 	if err := cfg.Validate(); err != nil {
