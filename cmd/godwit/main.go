@@ -33,6 +33,7 @@ func runApp(args []string) int {
 			demoCommand(),
 			migrateCommand(),
 			receiveCommand(),
+			pingpongCommand(),
 		},
 		OnUsageError: usageError,
 		CommandNotFound: func(_ *cli.Context, name string) {

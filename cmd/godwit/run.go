@@ -34,11 +34,19 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 	if err != nil {
 		return vmm.Config{}, cli.Exit("--mem: "+err.Error(), 2)
 	}
-	serial, err := vmm.ParseSerial(c.String("serial"))
+	// Commands that reuse the VM flags without these (pingpong) get defaults.
+	serialFlag, level := c.String("serial"), c.String("log-level")
+	if serialFlag == "" {
+		serialFlag = "none"
+	}
+	if level == "" {
+		level = "info"
+	}
+	serial, err := vmm.ParseSerial(serialFlag)
 	if err != nil {
 		return vmm.Config{}, cli.Exit(err.Error(), 2)
 	}
-	log, err := newLogger(c.String("log-level"))
+	log, err := newLogger(level)
 	if err != nil {
 		return vmm.Config{}, cli.Exit(err.Error(), 2)
 	}

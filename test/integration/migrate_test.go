@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"net"
 	"os/exec"
 	"strconv"
@@ -127,5 +128,28 @@ func TestLinuxMigration(t *testing.T) {
 	ctl(t, dstSock, "shutdown")
 	if err := dst.wait(); err != nil {
 		t.Fatalf("destination exit: %v", err)
+	}
+}
+
+// TestPingpongCommand runs `godwit pingpong`, the CI command, on the test
+// guest: three hops, each followed by a heartbeat on the new instance, and
+// a JSON report that says so.
+func TestPingpongCommand(t *testing.T) {
+	out, err := exec.Command(godwitBin(t), "pingpong", "--rounds", "3", "--mem", "64M", "--expect", "^heartbeat").Output()
+	t.Logf("godwit pingpong:\n%s", out)
+	if err != nil {
+		t.Fatalf("godwit pingpong: %v", err)
+	}
+	var rep struct {
+		Status  string `json:"status"`
+		Summary struct {
+			Hops int `json:"hops"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if rep.Status != "passed" || rep.Summary.Hops != 3 {
+		t.Fatalf("report: %+v", rep)
 	}
 }

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"godwit/migrate/pingpong"
+	"godwit/vmm/api"
+)
+
+func pingpongCommand() *cli.Command {
+	flags := []cli.Flag{
+		&cli.IntFlag{Name: "rounds", Value: 10, Usage: "number of migrations"},
+		&cli.StringFlag{Name: "expect", Usage: "after each hop, wait for a console line matching this regular expression (default: any new line)"},
+		&cli.StringFlag{Name: "ready", Usage: "before the first hop, wait for a console line matching this regular expression"},
+		&cli.IntFlag{Name: "downtime-ms", Value: 300, Usage: "downtime target per hop"},
+		&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 or none"},
+		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "limit for each step (boot, hop, check)"},
+		&cli.BoolFlag{Name: "console", Usage: "echo the guest console, prefixed with the instance name, to stderr"},
+	}
+	// The VM flags of `godwit run`, passed on to the first instance.
+	for _, f := range vmFlags() {
+		switch f.Names()[0] {
+		case "api-sock", "serial", "log-level":
+		default:
+			flags = append(flags, f)
+		}
+	}
+	return &cli.Command{
+		Name:      "pingpong",
+		Usage:     "bounce any VM between two local godwit instances N times, checking it is alive after each hop; prints a JSON report",
+		ArgsUsage: " ",
+		Flags:     flags,
+		Action:    runPingpong,
+	}
+}
+
+// pingpongReport is the JSON report of `godwit pingpong`.
+type pingpongReport struct {
+	Status  string           `json:"status"`
+	Error   string           `json:"error,omitempty"`
+	Summary pingpong.Summary `json:"summary"`
+	Hops    []pingpong.Hop   `json:"hops"`
+}
+
+func runPingpong(c *cli.Context) error {
+	if c.Args().Present() {
+		return cli.Exit("pingpong takes no arguments, only flags", 2)
+	}
+	var expect, ready *regexp.Regexp
+	var err error
+	if s := c.String("expect"); s != "" {
+		if expect, err = regexp.Compile(s); err != nil {
+			return cli.Exit("--expect: "+err.Error(), 2)
+		}
+	}
+	if s := c.String("ready"); s != "" {
+		if ready, err = regexp.Compile(s); err != nil {
+			return cli.Exit("--ready: "+err.Error(), 2)
+		}
+	}
+	// Validate the VM flags as `godwit run` would before starting anything.
+	if _, err := vmConfig(c); err != nil {
+		return err
+	}
+	var runArgs []string
+	for _, f := range vmFlags() {
+		name := f.Names()[0]
+		if !c.IsSet(name) || name == "api-sock" || name == "serial" || name == "log-level" {
+			continue
+		}
+		if name == "guest-arg" {
+			for _, a := range c.StringSlice(name) {
+				runArgs = append(runArgs, "--guest-arg", a)
+			}
+			continue
+		}
+		runArgs = append(runArgs, "--"+name, fmt.Sprint(c.Value(name)))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	dir, err := os.MkdirTemp("", "godwit-pingpong-")
+	if err != nil {
+		return cli.Exit(err.Error(), 1)
+	}
+	defer os.RemoveAll(dir)
+	o := pingpong.Options{
+		Godwit:  self,
+		Dir:     dir,
+		RunArgs: runArgs,
+		Hops:    c.Int("rounds"),
+		Migrate: api.MigrateRequest{DowntimeMS: int64(c.Int("downtime-ms")), Compress: c.String("compress")},
+		Ready:   ready,
+		Timeout: c.Duration("timeout"),
+		Log:     os.Stderr,
+		Verify: func(ctx context.Context, hop int, in *pingpong.Instance) error {
+			// The guest is alive when its console goes on at the destination.
+			_, err := in.WaitConsole(ctx, in.ConsoleLines(), expect)
+			return err
+		},
+	}
+	if c.Bool("console") {
+		o.Console = os.Stderr
+	}
+	hops, final, runErr := pingpong.Run(c.Context, o)
+	if runErr == nil {
+		if err := final.Client.Shutdown(c.Context); err != nil {
+			runErr = fmt.Errorf("shutting the VM down: %w", err)
+		} else if err := final.Wait(o.Timeout); err != nil {
+			runErr = fmt.Errorf("%s: %w", final.Name, err)
+		}
+		final.Kill()
+	}
+	rep := pingpongReport{Status: "passed", Summary: pingpong.Summarize(hops), Hops: hops}
+	if rep.Hops == nil {
+		rep.Hops = []pingpong.Hop{}
+	}
+	if runErr != nil {
+		rep.Status, rep.Error = "failed", runErr.Error()
+	}
+	out, _ := json.MarshalIndent(rep, "", "  ")
+	fmt.Println(string(out))
+	if runErr != nil {
+		return cli.Exit("pingpong: "+runErr.Error(), 1)
+	}
+	return nil
+}
