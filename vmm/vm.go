@@ -332,7 +332,13 @@ func (v *VM) start() error {
 	v.started = time.Now()
 	v.runMu.Unlock()
 	if v.console != nil && v.console.in != nil {
-		go v.serial.PumpInput(v.console.in)
+		in := v.console.in
+		if v.console.restore != nil { // a raw terminal: Ctrl-A x quits
+			in = newEscapeReader(in, func() {
+				v.requestStop(StopReason{Clean: true, What: "quit from the console (Ctrl-A x)"})
+			})
+		}
+		go v.serial.PumpInput(in)
 	}
 	for _, c := range v.vcpus {
 		go c.loop()
