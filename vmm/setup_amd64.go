@@ -31,7 +31,14 @@ func (c *vcpu) setup(supported *kvm.CPUID) error {
 	if err != nil {
 		return fmt.Errorf("reading LAPIC: %w", err)
 	}
-	setLVT(lapic, apicLVT0, apicModeExtINT)
+	// Only the boot CPU takes the PIC's ExtINT on LINT0, as firmware leaves
+	// it: an AP with an unmasked ExtINT LINT0 accepts PIC interrupts too,
+	// and one arriving while the AP is still in its real-mode trampoline
+	// triple-faults it. APs keep their reset state (masked) until Linux
+	// programs them.
+	if c.id == 0 {
+		setLVT(lapic, apicLVT0, apicModeExtINT)
+	}
 	setLVT(lapic, apicLVT1, apicModeNMI)
 	if err := c.kvm.SetLAPIC(lapic); err != nil {
 		return fmt.Errorf("setting LAPIC: %w", err)
@@ -67,8 +74,8 @@ func bootMSRs() []kvm.MSREntry {
 	}
 }
 
-// setLVT sets the delivery mode of one local vector table entry: LINT0 as
-// ExtINT so the PIC reaches the BSP, LINT1 as NMI, as a BIOS leaves them.
+// setLVT sets the delivery mode of one local vector table entry (LINT0 as
+// ExtINT so the PIC reaches the BSP, LINT1 as NMI), keeping its mask bit.
 func setLVT(l *kvm.LAPICState, off int, mode uint32) {
 	v := binary.LittleEndian.Uint32(l.Regs[off:])
 	v = v&^apicDeliveryMask | mode
