@@ -32,7 +32,7 @@ func BenchmarkSendLoopback(b *testing.B) {
 				var derr error
 				go func() {
 					defer wg.Done()
-					tgt, _, derr = migrate.Receive(context.Background(), dst, f.New, migrate.ReceiveOptions{})
+					tgt, _, derr = migrate.Receive(context.Background(), dst, f.New, migrate.ReceiveOptions{AssumeZeroed: true})
 				}()
 				st, err := migrate.Send(context.Background(), src, vm, migrate.Options{Compression: comp})
 				wg.Wait()

@@ -104,9 +104,16 @@ func TestReceiveHappyPath(t *testing.T) {
 			if len(tgt.sections) != 2 || tgt.sections[0].ID != "vcpu/0" || string(tgt.sections[0].Data) != "regs" {
 				t.Fatalf("restored sections %+v", tgt.sections)
 			}
+			// ACCEPT, a ROUND_ACK per round in order, RESUMED.
 			replies := conn.replies(t)
-			if len(replies) != 2 || replies[0].typ != frameAccept || replies[1].typ != frameResumed {
+			if len(replies) != tt.rounds+2 || replies[0].typ != frameAccept || replies[len(replies)-1].typ != frameResumed {
 				t.Fatalf("replies %v", replies)
+			}
+			for r, f := range replies[1 : tt.rounds+1] {
+				a, err := parseRoundAck(f.payload)
+				if f.typ != frameRoundAck || err != nil || a.round != uint32(r) {
+					t.Fatalf("reply %d: %v %+v %v, want ROUND_ACK(%d)", r+1, f.typ, a, err, r)
+				}
 			}
 		})
 	}
@@ -124,6 +131,7 @@ func TestReceiveRejectsOutOfOrder(t *testing.T) {
 	helloFrame := func() []byte { var s stream; return s.hello(src, "ok").Bytes() }()
 	begin := func(r uint32) []byte { return fr(frameMemoryBegin, 0, binary.LittleEndian.AppendUint32(nil, r)) }
 	end := func(r uint32, n uint64) []byte { return fr(frameRoundEnd, 0, roundEnd{round: r, pages: n}.append(nil)) }
+	ack := func(r uint32) []byte { return fr(frameRoundAck, 0, roundAck{round: r, applyNs: 1}.append(nil)) }
 	state, _ := encodeState(testSections)
 	tests := []struct {
 		state   recvState
@@ -161,6 +169,14 @@ func TestReceiveRejectsOutOfOrder(t *testing.T) {
 		{stateWaitState, "PAGE_BATCH", batchFrame, "unexpected PAGE_BATCH frame in state WaitState"},
 		{stateWaitState, "HELLO", helloFrame, "unexpected HELLO"},
 		{stateWaitState, "RESUMED", fr(frameResumed, 0, make([]byte, 16)), "unexpected RESUMED"},
+		// ROUND_ACK travels D→S only: a source sending one is hostile.
+		{stateWaitHello, "ROUND_ACK", ack(0), "unexpected ROUND_ACK frame in state WaitHello"},
+		{stateWaitMemory, "ROUND_ACK", ack(0), "unexpected ROUND_ACK frame in state WaitMemory"},
+		{stateInRound, "ROUND_ACK", ack(0), "unexpected ROUND_ACK frame in state InRound"},
+		{stateBetweenRounds, "ROUND_ACK", ack(0), "unexpected ROUND_ACK frame in state BetweenRounds"},
+		{stateBetweenRounds, "ROUND_ACK of a future round", ack(7), "unexpected ROUND_ACK frame in state BetweenRounds"},
+		{stateWaitState, "ROUND_ACK", ack(0), "unexpected ROUND_ACK frame in state WaitState"},
+		{stateInRound, "page twice in one round", append(append([]byte(nil), batchFrame...), batchFrame...), "sent twice in one round"},
 	}
 	pre := prefixes(src)
 	for _, tt := range tests {

@@ -30,6 +30,11 @@
 //	8  COMPLETE      S→D  empty
 //	9  RESUMED       D→S  restore_ns u64, start_ns u64
 //	10 ERROR         both reason (≤ MaxReason); aborts the migration
+//	11 ROUND_ACK     D→S  round u32, apply_ns u64: every page of the round
+//	                      is in RAM; apply_ns runs from its MEMORY_BEGIN
+//	                      to the last page applied (informational)
+//
+// This is protocol version 2; version 1 had no ROUND_ACK.
 //
 // A PAGE_BATCH covers up to MaxBatchPages pages of one memory region:
 //
@@ -55,10 +60,27 @@
 //
 //	S: HELLO                       D: ACCEPT | REFUSE
 //	S: MEMORY_BEGIN(0) PAGE_BATCH* ROUND_END(0)        all of RAM
+//	                               D: ROUND_ACK(0)
 //	S: MEMORY_BEGIN(n) PAGE_BATCH* ROUND_END(n) ...    dirty pages, VM running
+//	                               D: ROUND_ACK(n)
 //	   (source pauses the VM)
 //	S: MEMORY_BEGIN(n+1) PAGE_BATCH* ROUND_END(n+1)    last dirty pages
+//	                               D: ROUND_ACK(n+1)
 //	S: STATE+ COMPLETE             D: (restore, start) RESUMED
+//
+// Flow control: before deciding on another round, the source waits for
+// the ROUND_ACK of the round it just sent, so it never runs ahead of the
+// destination and the paused round never queues behind a backlog. Each
+// round streams whole (round 0 is all of RAM, unacknowledged until its
+// end). The source does not wait for the final round's ROUND_ACK before
+// STATE; it arrives before RESUMED. The source's reader accepts
+// ROUND_ACKs only in round order, only for rounds whose ROUND_END it
+// sent, and RESUMED only once every round is acknowledged; anything else
+// from the destination is a protocol error.
+//
+// The round's time from MEMORY_BEGIN to ROUND_ACK is the end-to-end cost
+// the policy prices pages with (see Decide): encoding, the link, and the
+// destination decoding and writing pages, not just local writes.
 //
 // Either side may send ERROR at any point; the other side fails the
 // migration with its reason.
@@ -73,21 +95,36 @@
 //	               TargetFactory; check its memory layout matches HELLO's.
 //	               ACCEPT → WaitMemory, or REFUSE → Failed.
 //	WaitMemory     MEMORY_BEGIN(0) → InRound
-//	InRound        PAGE_BATCH → InRound (pages written into Target.Memory)
+//	InRound        PAGE_BATCH → InRound (header and bitmaps checked, a
+//	               page the round already delivered refused; pages then
+//	               written into Target.Memory by ReceiveOptions.Workers
+//	               goroutines while reading goes on)
 //	               ROUND_END(current round; page count must match what
-//	               arrived) → BetweenRounds
+//	               arrived): wait until every page is written, send
+//	               ROUND_ACK → BetweenRounds
 //	BetweenRounds  MEMORY_BEGIN(previous round + 1) → InRound
 //	               STATE → WaitState
 //	WaitState      STATE (only after a chunk flagged more) → WaitState
 //	               COMPLETE (only after the last chunk, and only when every
 //	               page of RAM has arrived at least once) → Restoring
 //	Restoring      Target.RestoreState, Target.Start, send RESUMED → Done
-//	Failed         reached from any state on an error: Target.Discard,
-//	               ERROR sent (unless the peer sent ERROR or we sent REFUSE)
+//	Failed         reached from any state on an error: page writers
+//	               stopped, Target.Discard, ERROR sent (unless the peer
+//	               sent ERROR or we sent REFUSE)
+//
+// ROUND_ACK (and ACCEPT, REFUSE, RESUMED) travel D→S only: in every
+// receiver state they are unexpected frames.
+//
+// Zero pages: the receiver tracks which pages it has written non-zero
+// data into. With ReceiveOptions.AssumeZeroed (the Target's memory is
+// zero-filled when the factory returns it, as fresh memfd RAM is), a zero
+// page for a page never written costs nothing: no read, no clear, no page
+// fault. Without it every page is assumed to hold junk, and zero pages
+// are checked and cleared.
 //
 // The receiver allocates in proportion to the VM the factory built (the
-// page-received bitmap), plus constant bounds: one frame buffer of at most
-// MaxPayload, the state of at most MaxStateSize, and the HELLO config of at
+// page-received, page-written and current-round bitmaps), plus constant
+// bounds: at most Workers+2 frame buffers of at most MaxPayload, the state of at most MaxStateSize, and the HELLO config of at
 // most MaxConfigSize. No length read from the stream sizes an allocation
 // beyond those bounds.
 //

@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// rs builds a round at 100 MB/s (100e6 bytes in one second).
+// rs builds a round of 100000 costly pages in one second: 10µs a page.
 func rs(dirtyAfter uint64, throttle int) RoundStat {
-	return RoundStat{Pages: 1000, Bytes: 100e6, Duration: time.Second, DirtyAfter: dirtyAfter, ThrottlePct: throttle}
+	return RoundStat{Pages: 100000, Bytes: 100e6, Duration: time.Second, DirtyAfter: dirtyAfter, ThrottlePct: throttle}
 }
 
 func TestDecide(t *testing.T) {
@@ -17,6 +17,8 @@ func TestDecide(t *testing.T) {
 	auto.AutoConverge = true
 	noTimeout := base
 	noTimeout.Timeout = 0
+	switchover := base
+	switchover.SwitchoverCost = 50 * time.Millisecond
 	tests := []struct {
 		name         string
 		h            History
@@ -28,14 +30,34 @@ func TestDecide(t *testing.T) {
 	}{
 		{name: "no rounds yet", h: History{}, p: base, want: Continue},
 		{name: "converged", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: base,
-			want: StopAndCopy, wantExpected: 40960 * time.Microsecond, wantReason: "converged"},
+			want: StopAndCopy, wantExpected: 10 * time.Millisecond, wantReason: "converged"},
 		{name: "nothing dirty", h: History{Rounds: []RoundStat{rs(0, 0)}}, p: base, want: StopAndCopy, wantExpected: 0},
-		{name: "exactly at target", h: History{Rounds: []RoundStat{{Bytes: 4096 * 10, Duration: time.Second, DirtyAfter: 3}}},
+		{name: "nothing dirty: switchover cost alone", h: History{Rounds: []RoundStat{rs(0, 0)}}, p: switchover,
+			want: StopAndCopy, wantExpected: 50 * time.Millisecond},
+		{name: "switchover cost added", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: switchover,
+			want: StopAndCopy, wantExpected: 60 * time.Millisecond},
+		{name: "switchover cost tips over the target", h: History{Rounds: []RoundStat{rs(26000, 0)}}, p: switchover,
+			want: Continue, wantExpected: 310 * time.Millisecond},
+		{name: "exactly at target", h: History{Rounds: []RoundStat{{Pages: 10, Bytes: 4096 * 10, Duration: time.Second, DirtyAfter: 3}}},
 			p: base, want: StopAndCopy, wantExpected: 300 * time.Millisecond},
 		{name: "above target", h: History{Rounds: []RoundStat{rs(100000, 0)}}, p: base,
-			want: Continue, wantExpected: 4096 * time.Millisecond},
-		{name: "bandwidth from the last round that sent", h: History{Rounds: []RoundStat{rs(100000, 0), {DirtyAfter: 1000}}},
-			p: base, want: StopAndCopy, wantExpected: 40960 * time.Microsecond},
+			want: Continue, wantExpected: time.Second},
+		{name: "zero pages are not priced", h: History{Rounds: []RoundStat{
+			{Pages: 65536, ZeroPages: 65536 - 1000, Duration: 100 * time.Millisecond, DirtyAfter: 500}}},
+			p: base, want: StopAndCopy, wantExpected: 50 * time.Millisecond},
+		{name: "a round of zero pages only", h: History{Rounds: []RoundStat{
+			{Pages: 2000, ZeroPages: 2000, Duration: 20 * time.Millisecond, DirtyAfter: 100}}},
+			p: base, want: StopAndCopy, wantExpected: time.Millisecond},
+		{name: "sample spans rounds until minRateSample pages", h: History{Rounds: []RoundStat{
+			{Pages: 10000, Duration: 100 * time.Millisecond},
+			{Pages: 23, Duration: 9 * time.Millisecond},
+			{Pages: 1000, Duration: 1 * time.Millisecond, DirtyAfter: 1024}}},
+			p: base, want: StopAndCopy, wantExpected: 1024 * 110 * time.Millisecond / 11023},
+		{name: "tiny round alone overstates", h: History{Rounds: []RoundStat{
+			{Pages: 10, Duration: 10 * time.Millisecond, DirtyAfter: 1000}}},
+			p: base, want: Continue, wantExpected: time.Second},
+		{name: "cost from the last rounds that sent", h: History{Rounds: []RoundStat{rs(100000, 0), {DirtyAfter: 1000}}},
+			p: base, want: StopAndCopy, wantExpected: 10 * time.Millisecond},
 		{name: "nothing measured yet", h: History{Rounds: []RoundStat{{DirtyAfter: 5}}}, p: base, want: Continue},
 		{name: "timeout", h: History{Rounds: []RoundStat{rs(100000, 0)}, Elapsed: time.Minute}, p: base,
 			want: Fail, wantReason: "timeout"},
@@ -44,9 +66,9 @@ func TestDecide(t *testing.T) {
 		{name: "no timeout set", h: History{Rounds: []RoundStat{rs(100000, 0)}, Elapsed: time.Hour}, p: noTimeout, want: Continue},
 		{name: "round limit: stop and copy", h: History{Rounds: repeat(rs(100000, 0), 30), Elapsed: 30 * time.Second}, p: base,
 			want: StopAndCopy, wantReason: "round limit"},
-		{name: "round limit but downtime overruns timeout", h: History{Rounds: repeat(rs(1000000, 0), 30), Elapsed: 30 * time.Second},
+		{name: "round limit but downtime overruns timeout", h: History{Rounds: repeat(rs(4000000, 0), 30), Elapsed: 30 * time.Second},
 			p: base, want: Fail, wantReason: "overrun"},
-		{name: "round limit without timeout", h: History{Rounds: repeat(rs(1000000, 0), 30)}, p: noTimeout, want: StopAndCopy},
+		{name: "round limit without timeout", h: History{Rounds: repeat(rs(4000000, 0), 30)}, p: noTimeout, want: StopAndCopy},
 		{name: "stalled without auto-converge", h: History{Rounds: repeat(rs(100000, 0), 3)}, p: base, want: Continue},
 		{name: "stalled: first throttle", h: History{Rounds: repeat(rs(100000, 0), 3)}, p: auto,
 			want: Throttle, wantThrottle: ThrottleInitial, wantReason: "not shrinking"},
@@ -74,7 +96,7 @@ func TestDecide(t *testing.T) {
 			if tt.want == Throttle && d.ThrottlePct != tt.wantThrottle {
 				t.Fatalf("throttle %d, want %d", d.ThrottlePct, tt.wantThrottle)
 			}
-			if tt.wantExpected != 0 || tt.want == StopAndCopy && tt.name == "nothing dirty" {
+			if tt.wantExpected != 0 || tt.name == "nothing dirty" {
 				if diff := d.ExpectedDowntime - tt.wantExpected; diff > time.Microsecond || diff < -time.Microsecond {
 					t.Fatalf("expected downtime %v, want %v", d.ExpectedDowntime, tt.wantExpected)
 				}

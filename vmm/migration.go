@@ -161,11 +161,31 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 	if err == nil {
 		err = checkCPUID(mc.CPUID, cpuid)
 	}
+	if err == nil {
+		err = v.checkRAMUntouched()
+	}
 	if err != nil {
 		v.Close()
 		return nil, err
 	}
 	return v, nil
+}
+
+// checkRAMUntouched verifies that nothing has written the incoming VM's
+// RAM: the receiver skips zero pages on the promise that RAM is still the
+// zero-filled memfd (migrate.ReceiveOptions.AssumeZeroed).
+func (v *VM) checkRAMUntouched() error {
+	for i, r := range v.mem.Regions() {
+		scratch := make([]uint64, (r.Pages()+63)/64)
+		n, err := v.mem.TakeDirty(i, scratch)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("internal error: %d pages of the incoming VM's RAM were written before the migration", n)
+		}
+	}
+	return nil
 }
 
 // Discard implements migrate.Target: it releases a VM that never ran.

@@ -74,6 +74,9 @@ func runReceive(c *cli.Context) error {
 	}
 	defer conn.Close()
 	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log}
+	// An incoming VM's RAM is a fresh memfd: zero until the stream writes
+	// it (NewIncoming loads no guest and no device writes RAM before the
+	// VM runs), so zero pages need no work (ReceiveOptions.AssumeZeroed).
 	var vm *vmm.VM
 	factory := func(config []byte) (migrate.Target, error) {
 		v, err := vmm.NewIncoming(config, local)
@@ -83,7 +86,7 @@ func runReceive(c *cli.Context) error {
 		vm = v
 		return v, nil
 	}
-	_, dstats, err := migrate.Receive(ctx, conn, factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout")})
+	_, dstats, err := migrate.Receive(ctx, conn, factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout"), AssumeZeroed: true})
 	if err != nil {
 		return cli.Exit("receiving the VM failed: "+err.Error(), 1)
 	}

@@ -366,6 +366,8 @@ type Factory struct {
 	OnStart func(ctx context.Context)
 	// CleanTargets skips filling new targets' RAM with junk (which
 	// checks that the engine clears pages sent as zero), for benchmarks.
+	// Only clean targets are zero-filled, so only they may be received
+	// with migrate.ReceiveOptions.AssumeZeroed.
 	CleanTargets bool
 
 	mu      sync.Mutex
