@@ -142,10 +142,16 @@ func shrinks(prev, cur uint64) bool { return cur*20 <= prev*19 && cur < prev }
 //     follows Cloud Hypervisor and bounds the rounds, so a migration
 //     always ends. A caller that prefers never to exceed the downtime
 //     target sets a large MaxRounds and relies on Timeout to Fail.
-//  4. AutoConverge on, throttle below ThrottleMax, and the last two rounds
-//     run at the current throttle both failed to shrink the dirty set (by
-//     at least 5%): Throttle, to ThrottleInitial the first time, then up
-//     by ThrottleIncrement, capped at ThrottleMax.
+//  4. AutoConverge on, throttle below ThrottleMax, and the dirty set
+//     stalled (did not shrink by at least 5%) over the last two rounds
+//     before any throttle, or over the last round run at the current
+//     throttle once throttling: Throttle, to ThrottleInitial the first
+//     time, then halving the share of time the guest still runs (at least
+//     ThrottleIncrement more), capped at ThrottleMax: 20, 60, 80, 90, 99.
+//     QEMU adds 10 points a step; when the dirty set saturates
+//     (a guest that rewrites all its memory within one round) its
+//     throttle cannot show any effect until it is high, so reaching it
+//     in a few rounds matters more than fine steps.
 //  5. Otherwise Continue.
 func Decide(h History, p Policy) Decision {
 	if len(h.Rounds) == 0 {
@@ -202,11 +208,12 @@ func Decide(h History, p Policy) Decision {
 	case p.AutoConverge && h.ThrottlePct < ThrottleMax && stalled(h):
 		next := ThrottleInitial
 		if h.ThrottlePct > 0 {
-			next = min(max(h.ThrottlePct+ThrottleIncrement, ThrottleInitial), ThrottleMax)
+			halved := 100 - (100-h.ThrottlePct)/2
+			next = min(max(h.ThrottlePct+ThrottleIncrement, halved, ThrottleInitial), ThrottleMax)
 		}
 		d.Action = Throttle
 		d.ThrottlePct = next
-		d.Reason = fmt.Sprintf("dirty set not shrinking for 2 rounds at throttle %d%%: throttling to %d%%", h.ThrottlePct, next)
+		d.Reason = fmt.Sprintf("dirty set not shrinking at throttle %d%%: throttling to %d%%", h.ThrottlePct, next)
 	default:
 		d.Action = Continue
 		d.Reason = fmt.Sprintf("expected downtime %v above target %v", expected, p.DowntimeTarget)
@@ -214,14 +221,19 @@ func Decide(h History, p Policy) Decision {
 	return d
 }
 
-// stalled reports whether the last two rounds, both run at the current
-// throttle, failed to shrink the dirty set.
+// stalled reports whether the rounds run at the current throttle failed to
+// shrink the dirty set: the last two before any throttle, the last one
+// once throttling (each step then shows its effect within a round).
 func stalled(h History) bool {
 	n := len(h.Rounds)
-	if n < 3 {
+	window := 2
+	if h.ThrottlePct > 0 {
+		window = 1
+	}
+	if n < window+1 {
 		return false
 	}
-	for i := n - 2; i < n; i++ {
+	for i := n - window; i < n; i++ {
 		r := h.Rounds[i]
 		if r.ThrottlePct != h.ThrottlePct || shrinks(h.Rounds[i-1].DirtyAfter, r.DirtyAfter) {
 			return false

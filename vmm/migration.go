@@ -271,7 +271,7 @@ func (v *VM) SetThrottle(pct int) {
 }
 
 // throttlePeriod is the auto-converge duty cycle.
-const throttlePeriod = 20 * time.Millisecond
+const throttlePeriod = 100 * time.Millisecond
 
 // throttleLoop parks the vCPUs for throttlePct percent of each period
 // until the throttle is set back to zero or the VM stops.

@@ -163,9 +163,12 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 		// only once a vCPU exists.
 		if khz, err := v.vcpus[0].kvm.GetTSCKHz(); err == nil {
 			v.guestParam.TSCKHz = uint64(khz)
-			if err := v.mem.Write(guest.ParamAddr, v.guestParam.Encode()); err != nil {
-				return nil, fmt.Errorf("writing test guest parameters: %w", err)
-			}
+		}
+		if err := v.guestParam.Validate(v.mem.Size()); err != nil {
+			return nil, fmt.Errorf("test guest parameters: %w", err)
+		}
+		if err := v.mem.Write(guest.ParamAddr, v.guestParam.Encode()); err != nil {
+			return nil, fmt.Errorf("writing test guest parameters: %w", err)
 		}
 	}
 	if err := v.vcpus[0].setBootState(v.entry); err != nil {
@@ -212,6 +215,9 @@ func (v *VM) setupDevices() error {
 	if err := v.pio.Register(0x64, 1, "i8042-command", kbd.CommandPort()); err != nil {
 		return err
 	}
+	if err := v.setupACPIPM(); err != nil {
+		return err
+	}
 	return v.registerPCI()
 }
 
@@ -231,6 +237,9 @@ func (v *VM) loadGuest() error {
 			}
 		}
 		if err = boot.WriteMPConfig(v.mem, v.mpConfig()); err != nil {
+			return err
+		}
+		if err = boot.WriteACPI(v.mem, v.acpiConfig()); err != nil {
 			return err
 		}
 		cmdline := v.cfg.Cmdline
@@ -259,7 +268,13 @@ func (v *VM) loadTestGuest() error {
 			return fmt.Errorf("--guest-arg %s: %w", a, err)
 		}
 	}
-	if err := p.Validate(v.mem.Size()); err != nil {
+	// The TSC frequency a rate limit needs is known once a vCPU exists
+	// (New fills it in and validates again); check the rest now.
+	check := p
+	if check.MaxPagesPerSec > 0 && check.TSCKHz == 0 {
+		check.TSCKHz = 1
+	}
+	if err := check.Validate(v.mem.Size()); err != nil {
 		return fmt.Errorf("test guest parameters: %w", err)
 	}
 	if err := v.mem.Write(guest.ParamAddr, p.Encode()); err != nil {

@@ -153,3 +153,67 @@ func TestPingpongCommand(t *testing.T) {
 		t.Fatalf("report: %+v", rep)
 	}
 }
+
+// TestAutoConverge migrates a guest that dirties memory faster than the
+// link: the test guest writes 8K pages/s (32 MB/s), the link is capped at
+// 16 MB/s without compression. With auto-converge the throttle rises until
+// the dirty set fits the downtime target (the policy, not the round limit,
+// ends the iterations); without it the migration times out and the VM
+// keeps running on the source.
+func TestAutoConverge(t *testing.T) {
+	sock := tempPath(t, "src.sock")
+	src := startGodwit(t, "run", "--mem", "64M", "--api-sock", sock, "--guest-arg", "rate=8K")
+	src.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat")
+	receiver := func(name string) (*vmProcess, string, string) {
+		dsock := tempPath(t, name+".sock")
+		d := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dsock)
+		line := waitStderr(t, d, "waiting for a migrating VM")
+		_, addr, _ := strings.Cut(line, "listen=")
+		return d, strings.Fields(addr)[0], dsock
+	}
+	migrate := func(to string, extra ...string) (map[string]any, error) {
+		args := append([]string{"migrate", "--api-sock", sock, "--to", to, "--json", "--compress", "none", "--bandwidth", "16M", "--downtime-ms", "300"}, extra...)
+		out, err := exec.Command(godwitBin(t), args...).Output()
+		t.Logf("godwit %s:\n%s", strings.Join(args, " "), out)
+		var info struct {
+			Stats map[string]any `json:"stats"`
+		}
+		if jerr := json.Unmarshal(out, &info); jerr != nil && err == nil {
+			err = jerr
+		}
+		return info.Stats, err
+	}
+
+	// Without auto-converge: the dirty set never fits, the timeout hits.
+	dst1, addr1, _ := receiver("dst1")
+	if _, err := migrate(addr1, "--auto-converge=false", "--timeout", "20s"); err == nil {
+		t.Fatal("migration without auto-converge succeeded against a too-slow link")
+	}
+	if status := ctl(t, sock, "status"); !strings.Contains(status, "running") {
+		t.Fatalf("source after the timed-out migration:\n%s", status)
+	}
+	if err := dst1.wait(); err == nil {
+		t.Error("the receiver of the failed migration exited 0")
+	}
+
+	// With auto-converge it throttles the guest and converges.
+	dst2, addr2, dsock2 := receiver("dst2")
+	stats, err := migrate(addr2, "--auto-converge=true", "--timeout", "5m")
+	if err != nil {
+		t.Fatalf("migration with auto-converge: %v", err)
+	}
+	if pct, _ := stats["throttle_pct"].(float64); pct <= 0 {
+		t.Errorf("converged without throttling (throttle_pct %v): the link was not too slow, the test proves nothing", stats["throttle_pct"])
+	}
+	if exp, _ := stats["expected_downtime_ms"].(float64); exp > 300 {
+		t.Errorf("stopped with an expected downtime of %.0f ms, above the 300 ms target: the round limit ended it, not convergence", exp)
+	}
+	if err := src.wait(); err != nil {
+		t.Fatalf("source after migrating: %v", err)
+	}
+	dst2.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat on the destination")
+	ctl(t, dsock2, "shutdown")
+	if err := dst2.wait(); err != nil {
+		t.Fatalf("destination exit: %v", err)
+	}
+}
