@@ -162,7 +162,10 @@ func (m *Memory) Slice(gpa, n uint64) ([]byte, error) {
 	return m.mapping[off : off+n : off+n], nil
 }
 
-// WritableSlice returns guest RAM [gpa, gpa+n) and marks it dirty.
+// WritableSlice returns guest RAM [gpa, gpa+n) for writing and marks it
+// dirty. A migration round may take the dirty bit between this call and
+// the caller's write, so callers must call MarkDirty(gpa, n) again once
+// they have written; Write does both in the right order.
 func (m *Memory) WritableSlice(gpa, n uint64) ([]byte, error) {
 	i, off, err := m.locate(gpa, n)
 	if err != nil {
@@ -182,13 +185,16 @@ func (m *Memory) Read(gpa uint64, p []byte) error {
 	return nil
 }
 
-// Write copies p into guest RAM at gpa and marks the pages dirty.
+// Write copies p into guest RAM at gpa and marks the pages dirty. The mark
+// comes after the copy: a migration round that takes the dirty bit before
+// it then sees the new bytes, and one that takes it after resends them.
 func (m *Memory) Write(gpa uint64, p []byte) error {
-	s, err := m.WritableSlice(gpa, uint64(len(p)))
+	i, off, err := m.locate(gpa, uint64(len(p)))
 	if err != nil {
 		return err
 	}
-	copy(s, p)
+	copy(m.mapping[off:off+uint64(len(p))], p)
+	m.markDirty(i, gpa, uint64(len(p)))
 	return nil
 }
 

@@ -115,12 +115,14 @@ func (r *RNG) serve(q *virtio.Queue, c *virtio.Chain) (uint32, error) {
 		if want == 0 {
 			break
 		}
-		// WritableSlice marks the pages dirty for migration.
 		dst, err := q.Memory().WritableSlice(b.Addr, want)
 		if err != nil {
 			return 0, err
 		}
 		n, err := r.fill(dst)
+		// Mark again after writing: a migration round may have taken
+		// the mark WritableSlice set before the bytes landed.
+		q.Memory().MarkDirty(b.Addr, want)
 		total += uint32(n)
 		if err != nil {
 			break // return what we have; the driver asks again
