@@ -60,7 +60,7 @@ if use_direct_kvm; then
 	export GODWIT_KERNEL GODWIT_INITRD
 	if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
 	# shellcheck disable=SC2086
-	(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 20m $INTEGRATION_ARGS)
+	(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 40m $INTEGRATION_ARGS)
 else
 	adds=(--add "$BIN_DIR/integration.test:/bin/integration.test")
 	if [[ -d test/integration/testdata ]]; then
@@ -68,8 +68,8 @@ else
 	fi
 	if ((have_godwit)); then adds+=(--add "$BIN_DIR/godwit:/bin/godwit"); fi
 	# shellcheck disable=SC2086
-	"$BIN_DIR/nested" "${adds[@]}" $NESTED_ARGS \
-		--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 20m $INTEGRATION_ARGS"
+	"$BIN_DIR/nested" "${adds[@]}" --timeout 45m $NESTED_ARGS \
+		--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 40m $INTEGRATION_ARGS"
 fi
 timing integration "$t"
 print_timings
