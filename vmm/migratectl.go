@@ -24,7 +24,15 @@ type outgoing struct {
 	stats    *migrate.Stats
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the active migration ends
+	// read is closed once an API client has been told the final status
+	// of a completed migration; the source VM stops only then (or after
+	// finalStatusGrace), so `godwit migrate` never finds the socket gone.
+	read chan struct{}
 }
+
+// finalStatusGrace bounds how long a migrated source waits for a client
+// to read the final status before it stops anyway.
+const finalStatusGrace = 5 * time.Second
 
 // migrationStatus is GET /migrate's statistics while a migration runs.
 type migrationProgress struct {
@@ -77,6 +85,7 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 	mctx, cancel := context.WithCancel(context.Background())
 	o.status, o.err, o.stats, o.cancel, o.progress = "active", "", nil, cancel, migrate.Progress{}
 	o.done = make(chan struct{})
+	o.read = make(chan struct{})
 	o.mu.Unlock()
 
 	opts := migrate.Options{
@@ -108,6 +117,14 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 			return
 		}
 		v.log.Info("migration completed", "downtime_ms", stats.DowntimeMs, "total_ms", stats.TotalMs, "bytes", stats.TransferredBytes)
+		// The guest runs on the destination now; this paused copy only
+		// waits until the final statistics have been read.
+		t := time.NewTimer(finalStatusGrace)
+		select {
+		case <-o.read:
+		case <-t.C:
+		}
+		t.Stop()
 		v.requestStop(StopReason{Clean: true, What: "migrated to " + req.To})
 	}()
 	return nil
@@ -140,6 +157,10 @@ func (v *VM) MigrationStatus() api.MigrationInfo {
 	info := api.MigrationInfo{Status: o.status, Error: o.err}
 	if info.Status == "" {
 		info.Status = "none"
+	}
+	if info.Status == "completed" && o.read != nil {
+		close(o.read)
+		o.read = nil
 	}
 	var stats any
 	switch {
