@@ -23,7 +23,9 @@ import (
 // the MMIO bus (inside the 32-bit MMIO hole, below the IOAPIC). MSI-X
 // messages go to KVM_SIGNAL_MSI; INTx is level triggered through
 // KVM_IRQ_LINE on the IOAPIC inputs the bus routes (GSIs 16-23), which the
-// MP table describes with one PCI I/O interrupt entry per routed pin.
+// MP table describes with one PCI I/O interrupt entry per routed pin and
+// the ACPI DSDT with the host bridge's _PRT (Linux uses the latter when
+// ACPI is present).
 //
 // Devices are added in the order of Config.pciDevices; that order decides
 // slots and BAR addresses, so a migration destination builds the same bus

@@ -4,7 +4,8 @@
 // or flat real-mode image entered at 0x7c00, and a flat 64-bit image (the
 // embedded test guest of package test/guest). It also writes the Intel
 // MultiProcessor Specification 1.4 table through which Linux finds the vCPUs
-// and the IOAPIC.
+// and the IOAPIC, and the ACPI tables (WriteACPI) through which Linux
+// powers the VM off.
 //
 // A loader writes guest memory and returns an Entry (mode and general
 // registers). The caller then reads the vCPU's special registers with
@@ -33,6 +34,8 @@
 //	                 0x9fc00 (the last KiB of base memory, where Linux scans);
 //	                 reserved in the e820 map
 //	0xa0000-0x100000 legacy VGA/ROM hole: RAM in godwit, absent from the e820 map
+//	0xe0000-0xe2000  ACPI tables inside the hole (RSDP at 0xe0000, where Linux
+//	                 scans; FACS, XSDT, RSDT, FADT, MADT, DSDT: see acpi.go)
 //	0x100000-        Linux protected-mode kernel / flat 64-bit image (KernelAddr)
 //	high low RAM     Linux initrd, page-aligned, as high as possible below
 //	                 min(initrd_addr_max+1, end of RAM below the MMIO hole)

@@ -112,7 +112,7 @@ func FixedRanges() []Range {
 
 // longModeRanges are the ranges LoadFlat64 and LoadLinux must not load
 // anything into: the long-mode structures, the zero page and command line,
-// the test-guest parameter block and the MP area.
+// the test-guest parameter block, the MP area and the ACPI area.
 func longModeRanges() []Range {
 	return []Range{
 		{"GDT", GDTAddr, GDTAddr + GDTSize},
@@ -123,5 +123,6 @@ func longModeRanges() []Range {
 		{"test-guest parameter block", ParamBlockAddr, ParamBlockAddr + ParamBlockSize},
 		{"page directories", PDAddr, pdEnd},
 		{"MP table", MPTableAddr, MPAreaEnd},
+		{"ACPI tables", ACPIAreaStart, ACPIAreaEnd},
 	}
 }
