@@ -136,12 +136,11 @@ func shrinks(prev, cur uint64) bool { return cur*20 <= prev*19 && cur < prev }
 //  1. Converged: the expected downtime is within DowntimeTarget:
 //     StopAndCopy.
 //  2. Timeout reached: Fail.
-//  3. MaxRounds reached: StopAndCopy, accepting a longer pause, unless the
-//     expected downtime would overrun the Timeout, then Fail. QEMU has no
-//     round limit and iterates until converged or cancelled; godwit
-//     follows Cloud Hypervisor and bounds the rounds, so a migration
-//     always ends. A caller that prefers never to exceed the downtime
-//     target sets a large MaxRounds and relies on Timeout to Fail.
+//  3. MaxRounds reached and no Timeout set: StopAndCopy, accepting a
+//     longer pause, so a migration without a timeout always ends (as Cloud
+//     Hypervisor bounds its rounds). With a Timeout, the downtime target
+//     is honoured as QEMU does: iterate (and throttle) until converged, or
+//     Fail at the Timeout with the VM still running on the source.
 //  4. AutoConverge on, throttle below ThrottleMax, and the dirty set
 //     stalled (did not shrink by at least 5%) over the last two rounds
 //     before any throttle, or over the last round run at the current
@@ -197,14 +196,9 @@ func Decide(h History, p Policy) Decision {
 	case p.Timeout > 0 && h.Elapsed >= p.Timeout:
 		d.Action = Fail
 		d.Reason = fmt.Sprintf("timeout %v reached after %d rounds; expected downtime still %v (target %v)", p.Timeout, rounds, expected, p.DowntimeTarget)
-	case p.MaxRounds > 0 && rounds >= p.MaxRounds:
-		if p.Timeout > 0 && h.Elapsed+expected > p.Timeout {
-			d.Action = Fail
-			d.Reason = fmt.Sprintf("%d rounds done and the expected downtime %v would overrun the timeout %v", rounds, expected, p.Timeout)
-		} else {
-			d.Action = StopAndCopy
-			d.Reason = fmt.Sprintf("round limit %d reached: stopping with expected downtime %v (target %v)", p.MaxRounds, expected, p.DowntimeTarget)
-		}
+	case p.MaxRounds > 0 && rounds >= p.MaxRounds && p.Timeout == 0:
+		d.Action = StopAndCopy
+		d.Reason = fmt.Sprintf("round limit %d reached and no timeout set: stopping with expected downtime %v (target %v)", p.MaxRounds, expected, p.DowntimeTarget)
 	case p.AutoConverge && h.ThrottlePct < ThrottleMax && stalled(h):
 		next := ThrottleInitial
 		if h.ThrottlePct > 0 {

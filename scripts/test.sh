@@ -53,23 +53,47 @@ timing build "$t"
 
 t=$SECONDS
 step "integration tests"
-# The test binary runs in its package directory so testdata/ resolves.
-if use_direct_kvm; then
-	assets=$("$BIN_DIR/nested" --print-env)
-	eval "$assets"
-	export GODWIT_KERNEL GODWIT_INITRD
-	if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
-	# shellcheck disable=SC2086
-	(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 40m $INTEGRATION_ARGS)
-else
-	adds=(--add "$BIN_DIR/integration.test:/bin/integration.test")
-	if [[ -d test/integration/testdata ]]; then
-		adds+=(--add test/integration/testdata:/src/test/integration/testdata)
+# run_integration ARGS...: run the integration test binary with ARGS,
+# directly or in the nested host, its output also in $ilog.
+ilog=$(mktemp)
+trap 'rm -f "$ilog"' EXIT
+run_integration() {
+	# The test binary runs in its package directory so testdata/ resolves.
+	if use_direct_kvm; then
+		assets=$("$BIN_DIR/nested" --print-env)
+		eval "$assets"
+		export GODWIT_KERNEL GODWIT_INITRD
+		if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
+		(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 40m "$@") 2>&1 | tee "$ilog"
+	else
+		local adds=(--add "$BIN_DIR/integration.test:/bin/integration.test")
+		if [[ -d test/integration/testdata ]]; then
+			adds+=(--add test/integration/testdata:/src/test/integration/testdata)
+		fi
+		if ((have_godwit)); then adds+=(--add "$BIN_DIR/godwit:/bin/godwit"); fi
+		local quoted
+		quoted=$(printf '%q ' "$@")
+		# shellcheck disable=SC2086
+		"$BIN_DIR/nested" "${adds[@]}" --timeout 45m $NESTED_ARGS \
+			--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 40m $quoted" 2>&1 | tee "$ilog"
 	fi
-	if ((have_godwit)); then adds+=(--add "$BIN_DIR/godwit:/bin/godwit"); fi
-	# shellcheck disable=SC2086
-	"$BIN_DIR/nested" "${adds[@]}" --timeout 45m $NESTED_ARGS \
-		--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 40m $INTEGRATION_ARGS"
+	return "${PIPESTATUS[0]}"
+}
+# shellcheck disable=SC2086
+if ! run_integration $INTEGRATION_ARGS; then
+	# Known open bug: a Linux guest in the nested host sometimes stops with
+	# "guest triple fault" on a vCPU around the i8042 probe (about one boot
+	# in ten, cause not found yet). Tests that failed only that way run once
+	# more, and the retry is reported loudly; any other failure fails.
+	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$ilog" | awk '{print $3}' | sort -u)
+	faults=$(grep -c 'guest triple fault (KVM_EXIT_SHUTDOWN)' "$ilog" || true)
+	if ((${#failed[@]} == 0 || ${#failed[@]} > 2 || faults < ${#failed[@]})); then
+		exit 1
+	fi
+	pattern=$(IFS='|'; echo "${failed[*]}")
+	warn "KNOWN FLAKE: ${failed[*]} failed with a guest triple fault; running them once more"
+	run_integration -test.run "^(${pattern})\$"
+	warn "KNOWN FLAKE: ${failed[*]} passed on the retry (open bug: intermittent guest triple fault in the nested host)"
 fi
 timing integration "$t"
 print_timings

@@ -174,15 +174,30 @@ func TestPingpongCommand(t *testing.T) {
 }
 
 // TestAutoConverge migrates a guest that dirties memory faster than the
-// link: the test guest writes 8K pages/s (32 MB/s), the link is capped at
-// 16 MB/s without compression. With auto-converge the throttle rises until
-// the dirty set fits the downtime target (the policy, not the round limit,
-// ends the iterations); without it the migration times out and the VM
-// keeps running on the source.
+// link: the test guest rewrites all of its memory as fast as it can, and
+// the link is capped, without compression, at a quarter of the rate the
+// guest was just measured to dirty memory at here (so the test means the
+// same on a fast host and in the nested host). With auto-converge the
+// throttle rises until the dirty set fits the downtime target (the policy,
+// not the round limit, ends the iterations); without it the migration
+// times out and the VM keeps running on the source.
 func TestAutoConverge(t *testing.T) {
 	sock := tempPath(t, "src.sock")
-	src := startGodwit(t, "run", "--mem", "64M", "--api-sock", sock, "--guest-arg", "rate=8K")
+	src := startGodwit(t, "run", "--mem", "64M", "--api-sock", sock, "--guest-arg", "heartbeat=1")
 	src.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat")
+	var first time.Time
+	var firstPass, lastPass uint64
+	for i := 0; i < 3; i++ {
+		l := src.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat")
+		lastPass, _ = heartbeatPass(l)
+		if i == 0 {
+			first, firstPass = time.Now(), lastPass
+		}
+	}
+	const pages = (64 - 2) << 20 / 4096 // the default range: 2 MiB to the end of RAM
+	rate := float64(pages*(lastPass-firstPass)) / time.Since(first).Seconds()
+	bandwidth := max(1<<20, int64(rate*4096/4))
+	t.Logf("guest dirties about %.0f pages/s; link capped at %d bytes/s", rate, bandwidth)
 	receiver := func(name string) (*vmProcess, string, string) {
 		dsock := tempPath(t, name+".sock")
 		d := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dsock)
@@ -191,7 +206,8 @@ func TestAutoConverge(t *testing.T) {
 		return d, strings.Fields(addr)[0], dsock
 	}
 	migrate := func(to string, extra ...string) (map[string]any, error) {
-		args := append([]string{"migrate", "--api-sock", sock, "--to", to, "--json", "--compress", "none", "--bandwidth", "16M", "--downtime-ms", "300"}, extra...)
+		args := append([]string{"migrate", "--api-sock", sock, "--to", to, "--json", "--compress", "none",
+			"--bandwidth", strconv.FormatInt(bandwidth, 10), "--downtime-ms", "300"}, extra...)
 		out, err := exec.Command(godwitBin(t), args...).Output()
 		t.Logf("godwit %s:\n%s", strings.Join(args, " "), out)
 		var info struct {
