@@ -81,19 +81,20 @@ run_integration() {
 }
 # shellcheck disable=SC2086
 if ! run_integration $INTEGRATION_ARGS; then
-	# Known open bug: a Linux guest in the nested host sometimes stops with
-	# "guest triple fault" on a vCPU around the i8042 probe (about one boot
-	# in ten, cause not found yet). Tests that failed only that way run once
+	# Known open bug: a Linux guest in the nested host sometimes stops during
+	# boot, with "guest triple fault" on a vCPU or silently (no console
+	# output until the test's 3-minute limit), about one boot in ten; the
+	# cause is not found yet. Tests that failed only that way run once
 	# more, and the retry is reported loudly; any other failure fails.
 	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$ilog" | awk '{print $3}' | sort -u)
-	faults=$(grep -c 'guest triple fault (KVM_EXIT_SHUTDOWN)' "$ilog" || true)
+	faults=$(grep -cE 'guest triple fault \(KVM_EXIT_SHUTDOWN\)|no guest (userspace|command start) within' "$ilog" || true)
 	if ((${#failed[@]} == 0 || ${#failed[@]} > 2 || faults < ${#failed[@]})); then
 		exit 1
 	fi
 	pattern=$(IFS='|'; echo "${failed[*]}")
-	warn "KNOWN FLAKE: ${failed[*]} failed with a guest triple fault; running them once more"
+	warn "KNOWN FLAKE: ${failed[*]} failed with a guest that stopped during boot; running them once more"
 	run_integration -test.run "^(${pattern})\$"
-	warn "KNOWN FLAKE: ${failed[*]} passed on the retry (open bug: intermittent guest triple fault in the nested host)"
+	warn "KNOWN FLAKE: ${failed[*]} passed on the retry (open bug: Linux guests intermittently stop during boot in the nested host)"
 fi
 timing integration "$t"
 print_timings

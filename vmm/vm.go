@@ -239,8 +239,10 @@ func (v *VM) loadGuest() error {
 		if err = boot.WriteMPConfig(v.mem, v.mpConfig()); err != nil {
 			return err
 		}
-		if err = boot.WriteACPI(v.mem, v.acpiConfig()); err != nil {
-			return err
+		if v.cfg.ACPI {
+			if err = boot.WriteACPI(v.mem, v.acpiConfig()); err != nil {
+				return err
+			}
 		}
 		cmdline := v.cfg.Cmdline
 		if cmdline == "" {
