@@ -199,3 +199,30 @@ func ctl(t *testing.T, sock string, args ...string) string {
 
 // tempPath returns a path in the test's temp dir.
 func tempPath(t *testing.T, name string) string { return filepath.Join(t.TempDir(), name) }
+
+// startReceiver starts `godwit receive` on a free loopback port and returns
+// it with its tcp:HOST:PORT address and its API socket.
+func startReceiver(t *testing.T, name string) (p *vmProcess, addr, sock string) {
+	t.Helper()
+	sock = tempPath(t, name+".sock")
+	p = startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock)
+	line := waitStderr(t, p, "waiting for a migrating VM")
+	_, rest, _ := strings.Cut(line, "listen=")
+	if f := strings.Fields(rest); len(f) > 0 {
+		addr = f[0]
+	}
+	if !strings.HasPrefix(addr, "tcp:") {
+		t.Fatalf("no listen address in %q", line)
+	}
+	return p, addr, sock
+}
+
+// migrateVM runs `godwit migrate --api-sock sock --to to args...` and
+// returns its combined output (logged) and exit error.
+func migrateVM(t *testing.T, sock, to string, args ...string) ([]byte, error) {
+	t.Helper()
+	full := append([]string{"migrate", "--api-sock", sock, "--to", to}, args...)
+	out, err := exec.Command(godwitBin(t), full...).CombinedOutput()
+	t.Logf("godwit %s:\n%s", strings.Join(full, " "), out)
+	return out, err
+}

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"os/exec"
@@ -38,26 +39,17 @@ func TestFailedMigrationKeepsSource(t *testing.T) {
 	}
 	dead := "tcp:" + ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(godwitBin(t), "migrate", "--api-sock", sock, "--to", dead)
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("migrating to %s succeeded:\n%s", dead, out)
+	if _, err := migrateVM(t, sock, dead); err == nil {
+		t.Fatalf("migrating to %s succeeded", dead)
 	}
-	t.Logf("failed migration as expected: %s", strings.TrimSpace(string(out)))
 	if status := ctl(t, sock, "status"); !strings.Contains(status, "running") {
 		t.Fatalf("source after a failed migration:\n%s", status)
 	}
 	last := src.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat after the failed migration")
 	lastPass, _ := heartbeatPass(last)
 
-	dstSock := tempPath(t, "dst.sock")
-	dst := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dstSock)
-	addr := waitStderr(t, dst, "waiting for a migrating VM")
-	_, listen, _ := strings.Cut(addr, "listen=")
-	listen = strings.Fields(listen)[0]
-	out, err = exec.Command(godwitBin(t), "migrate", "--api-sock", sock, "--to", listen).CombinedOutput()
-	t.Logf("godwit migrate:\n%s", out)
-	if err != nil {
+	dst, listen, dstSock := startReceiver(t, "dst")
+	if _, err := migrateVM(t, sock, listen); err != nil {
 		t.Fatalf("second migration: %v", err)
 	}
 	if err := src.wait(); err != nil {
@@ -115,14 +107,8 @@ func TestLinuxMigration(t *testing.T) {
 		checkClock("source", up)
 	}
 
-	dstSock := tempPath(t, "dst.sock")
-	dst := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dstSock)
-	line := waitStderr(t, dst, "waiting for a migrating VM")
-	_, listen, _ := strings.Cut(line, "listen=")
-	listen = strings.Fields(listen)[0]
-	out, err := exec.Command(godwitBin(t), "migrate", "--api-sock", sock, "--to", listen, "--json").CombinedOutput()
-	t.Logf("godwit migrate:\n%s", out)
-	if err != nil {
+	dst, listen, dstSock := startReceiver(t, "dst")
+	if _, err := migrateVM(t, sock, listen, "--json"); err != nil {
 		t.Fatalf("migrating the Linux guest: %v", err)
 	}
 	if err := src.wait(); err != nil {
@@ -198,29 +184,25 @@ func TestAutoConverge(t *testing.T) {
 	rate := float64(pages*(lastPass-firstPass)) / time.Since(first).Seconds()
 	bandwidth := max(1<<20, int64(rate*4096/4))
 	t.Logf("guest dirties about %.0f pages/s; link capped at %d bytes/s", rate, bandwidth)
-	receiver := func(name string) (*vmProcess, string, string) {
-		dsock := tempPath(t, name+".sock")
-		d := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dsock)
-		line := waitStderr(t, d, "waiting for a migrating VM")
-		_, addr, _ := strings.Cut(line, "listen=")
-		return d, strings.Fields(addr)[0], dsock
-	}
 	migrate := func(to string, extra ...string) (map[string]any, error) {
-		args := append([]string{"migrate", "--api-sock", sock, "--to", to, "--json", "--compress", "none",
+		args := append([]string{"--json", "--compress", "none",
 			"--bandwidth", strconv.FormatInt(bandwidth, 10), "--downtime-ms", "300"}, extra...)
-		out, err := exec.Command(godwitBin(t), args...).Output()
-		t.Logf("godwit %s:\n%s", strings.Join(args, " "), out)
+		out, err := migrateVM(t, sock, to, args...)
+		if i := strings.IndexByte(string(out), '{'); i > 0 {
+			out = out[i:] // the JSON report follows any error line
+		}
 		var info struct {
 			Stats map[string]any `json:"stats"`
 		}
-		if jerr := json.Unmarshal(out, &info); jerr != nil && err == nil {
+		// Decode reads the report and ignores the error line after it.
+		if jerr := json.NewDecoder(bytes.NewReader(out)).Decode(&info); jerr != nil && err == nil {
 			err = jerr
 		}
 		return info.Stats, err
 	}
 
 	// Without auto-converge: the dirty set never fits, the timeout hits.
-	dst1, addr1, _ := receiver("dst1")
+	dst1, addr1, _ := startReceiver(t, "dst1")
 	if _, err := migrate(addr1, "--auto-converge=false", "--timeout", "20s"); err == nil {
 		t.Fatal("migration without auto-converge succeeded against a too-slow link")
 	}
@@ -232,7 +214,7 @@ func TestAutoConverge(t *testing.T) {
 	}
 
 	// With auto-converge it throttles the guest and converges.
-	dst2, addr2, dsock2 := receiver("dst2")
+	dst2, addr2, dsock2 := startReceiver(t, "dst2")
 	stats, err := migrate(addr2, "--auto-converge=true", "--timeout", "5m")
 	if err != nil {
 		t.Fatalf("migration with auto-converge: %v", err)

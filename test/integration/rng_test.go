@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,14 +96,8 @@ func TestVirtioRNGMigration(t *testing.T) {
 		before, _, _ = rngTick(l)
 	}
 
-	dstSock := tempPath(t, "dst.sock")
-	dst := startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", dstSock)
-	line := waitStderr(t, dst, "waiting for a migrating VM")
-	_, listen, _ := strings.Cut(line, "listen=")
-	listen = strings.Fields(listen)[0]
-	out, err := exec.Command(godwitBin(t), "migrate", "--api-sock", sock, "--to", listen, "--json").CombinedOutput()
-	t.Logf("godwit migrate:\n%s", out)
-	if err != nil {
+	dst, listen, dstSock := startReceiver(t, "dst")
+	if _, err := migrateVM(t, sock, listen, "--json"); err != nil {
 		t.Fatalf("migrating the guest with virtio-rng: %v", err)
 	}
 	if err := src.wait(); err != nil {
