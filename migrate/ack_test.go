@@ -111,7 +111,10 @@ func TestSendRoundAcks(t *testing.T) {
 				return ackFrame(0)
 			}
 			return nil
-		}, wantErr: "ROUND_ACK for round 0, whose ROUND_END was not sent"},
+			// The source may read the early ack before or after it has
+			// sent ROUND_END(0) (round 0 is small here): either way it
+			// is refused, as premature or as a second ack of round 0.
+		}, wantErr: "ROUND_ACK for round 0, "},
 		{name: "ack of a future round", reply: func(f frame) []byte {
 			if f.typ == frameRoundEnd {
 				return ackFrame(roundOf(f) + 1)
