@@ -77,6 +77,17 @@ type Instance struct {
 	mu      sync.Mutex
 	console []string      // console lines so far
 	newLine chan struct{} // closed and replaced on every console line
+	lastLog []string      // the last log lines, for error messages
+}
+
+// maxLastLog is how many log lines an Instance keeps for error messages.
+const maxLastLog = 8
+
+// exitError describes an unexpected exit with the instance's last log lines.
+func (in *Instance) exitError(err error, before string) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return fmt.Errorf("%s exited (%v) before %s; its last log lines:\n%s", in.Name, err, before, strings.Join(in.lastLog, "\n"))
 }
 
 // start runs godwit with args plus --api-sock and --serial stdio, and
@@ -119,6 +130,12 @@ func start(o *Options, name string, args []string, ready string) (*Instance, str
 		defer wg.Done()
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			in.mu.Lock()
+			in.lastLog = append(in.lastLog, sc.Text())
+			if len(in.lastLog) > maxLastLog {
+				in.lastLog = in.lastLog[1:]
+			}
+			in.mu.Unlock()
 			select {
 			case in.logs <- sc.Text():
 			default: // nobody waits for log lines any more
@@ -186,7 +203,7 @@ func (in *Instance) WaitConsole(ctx context.Context, after int, re *regexp.Regex
 		case <-wake:
 		case err := <-in.done:
 			in.done <- err
-			return "", fmt.Errorf("%s exited (%v) before printing the expected console output", in.Name, err)
+			return "", in.exitError(err, "printing the expected console output")
 		case <-ctx.Done():
 			what := "console output"
 			if re != nil {

@@ -226,3 +226,19 @@ func migrateVM(t *testing.T, sock, to string, args ...string) ([]byte, error) {
 	t.Logf("godwit %s:\n%s", strings.Join(full, " "), out)
 	return out, err
 }
+
+// drainLines forgets the console lines already read from the process but
+// not yet waited for, so that the next waitLine sees a line printed from
+// now on (for measuring when lines arrive).
+func (p *vmProcess) drainLines() {
+	for {
+		select {
+		case _, ok := <-p.lines:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
