@@ -66,6 +66,7 @@ type vmProcess struct {
 
 	mu       sync.Mutex
 	stderr   bytes.Buffer
+	console  []string    // every console line, logged when the test ends
 	errLines chan string // stderr lines, for readiness
 }
 
@@ -104,7 +105,12 @@ func startGodwit(t *testing.T, args ...string) *vmProcess {
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := strings.TrimRight(sc.Text(), "\r")
-			t.Logf("guest: %s", line)
+			// Kept, and logged when the test ends: logging each line
+			// here could block this reader (the nested host's console
+			// is slow), fill godwit's stdout pipe and stall the guest.
+			p.mu.Lock()
+			p.console = append(p.console, line)
+			p.mu.Unlock()
 			select {
 			case p.lines <- line:
 			default: // a reader that fell behind loses lines, never blocks the VM
@@ -123,6 +129,9 @@ func startGodwit(t *testing.T, args ...string) *vmProcess {
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if len(p.console) > 0 {
+			t.Logf("guest console (%d lines):\n%s", len(p.console), strings.Join(p.console, "\n"))
+		}
 		if p.stderr.Len() > 0 {
 			t.Logf("godwit stderr:\n%s", p.stderr.String())
 		}
