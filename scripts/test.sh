@@ -79,22 +79,37 @@ run_integration() {
 	fi
 	return "${PIPESTATUS[0]}"
 }
-# shellcheck disable=SC2086
-if ! run_integration $INTEGRATION_ARGS; then
-	# Known open bug: a Linux guest in the nested host sometimes stops during
-	# boot, with "guest triple fault" on a vCPU or silently (no console
-	# output until the test's 3-minute limit), about one boot in ten; the
-	# cause is not found yet. Tests that failed only that way run once
-	# more, and the retry is reported loudly; any other failure fails.
+# flaky_failures prints the tests that failed in $ilog when every failure
+# shows the known nested-host symptoms, and fails otherwise.
+#
+# Known open bug: a guest in the nested host sometimes stops during boot,
+# with "guest triple fault" on a vCPU or silently (its clock stops and the
+# test's 3-minute limit expires); the cause is not found yet (see the
+# session notes). Tests that failed only that way run again, at most twice,
+# each retry reported loudly; any other failure fails at once.
+flaky_failures() {
+	local failed faults
 	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$ilog" | awk '{print $3}' | sort -u)
 	faults=$(grep -cE 'guest triple fault \(KVM_EXIT_SHUTDOWN\)|no guest (userspace|command start) within' "$ilog" || true)
-	if ((${#failed[@]} == 0 || ${#failed[@]} > 2 || faults < ${#failed[@]})); then
-		exit 1
-	fi
-	pattern=$(IFS='|'; echo "${failed[*]}")
-	warn "KNOWN FLAKE: ${failed[*]} failed with a guest that stopped during boot; running them once more"
-	run_integration -test.run "^(${pattern})\$"
-	warn "KNOWN FLAKE: ${failed[*]} passed on the retry (open bug: Linux guests intermittently stop during boot in the nested host)"
+	((${#failed[@]} > 0 && faults >= ${#failed[@]})) || return 1
+	printf '%s\n' "${failed[@]}"
+}
+# shellcheck disable=SC2086
+if ! run_integration $INTEGRATION_ARGS; then
+	for attempt in 1 2; do
+		if ! mapfile -t failed < <(flaky_failures) || ((${#failed[@]} == 0)); then
+			exit 1
+		fi
+		pattern=$(IFS='|'; echo "${failed[*]}")
+		warn "KNOWN FLAKE (retry $attempt of 2): ${failed[*]} failed only with a guest that stopped during boot; running them again"
+		if run_integration -test.run "^(${pattern})\$"; then
+			warn "KNOWN FLAKE: ${failed[*]} passed on retry $attempt (open bug: guests intermittently stop in the nested host)"
+			break
+		fi
+		if ((attempt == 2)); then
+			exit 1
+		fi
+	done
 fi
 timing integration "$t"
 print_timings
