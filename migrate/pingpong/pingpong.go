@@ -140,7 +140,10 @@ func start(o *Options, name string, args []string, ready string) (*Instance, str
 			case in.logs <- sc.Text():
 			default: // nobody waits for log lines any more
 			}
-			if o.Log != nil && (strings.Contains(sc.Text(), "level=WARN") || strings.Contains(sc.Text(), "level=ERROR")) {
+			// Warnings, errors, and the process's last word (why its VM
+			// stopped) go to the log.
+			if o.Log != nil && (strings.Contains(sc.Text(), "level=WARN") || strings.Contains(sc.Text(), "level=ERROR") ||
+				strings.HasPrefix(sc.Text(), "godwit: ")) {
 				fmt.Fprintf(o.Log, "%s: %s\n", name, sc.Text())
 			}
 		}

@@ -84,7 +84,12 @@ func startGodwit(t *testing.T, args ...string) *vmProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// cmd.Wait closes the pipes, so it runs only after both readers have
+	// seen EOF: otherwise the last stderr lines (why the VM stopped) are
+	// lost.
+	stderrDone := make(chan struct{})
 	go func() {
+		defer close(stderrDone)
 		sc := bufio.NewScanner(errPipe)
 		for sc.Scan() {
 			p.mu.Lock()
@@ -116,6 +121,7 @@ func startGodwit(t *testing.T, args ...string) *vmProcess {
 			default: // a reader that fell behind loses lines, never blocks the VM
 			}
 		}
+		<-stderrDone
 		p.err = p.cmd.Wait()
 		close(p.lines)
 		close(p.done)
