@@ -69,11 +69,21 @@ func (c *vcpu) loop() {
 		c.tid.Store(0)
 		c.vm.vcpuExited()
 	}()
+	// KVM finishes an I/O or MMIO exit (stores the data an IN read,
+	// advances RIP past the instruction) only on the next KVM_RUN, and
+	// that pending work is in no state userspace can save (KVM API,
+	// "immediate_exit"). So after such an exit the vCPU re-enters before it
+	// may park: with immediate_exit set by the pause, KVM completes the
+	// instruction and returns EINTR without running the guest further.
+	// Parking earlier would save a RIP still at the instruction, which the
+	// destination of a migration would execute a second time.
+	pending := false
 	for {
-		if !c.vm.parkIfPaused(c) {
+		if !pending && !c.vm.parkIfPaused(c) {
 			return
 		}
 		err := c.kvm.Run()
+		pending = false
 		if err != nil {
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
 				c.vm.exits.intr.Add(1)
@@ -82,9 +92,14 @@ func (c *vcpu) loop() {
 			c.vm.requestStop(StopReason{What: fmt.Sprintf("vCPU %d: KVM_RUN failed", c.id), Err: err})
 			return
 		}
-		if stop := c.handleExit(); stop != nil {
+		stop := c.handleExit()
+		if stop != nil {
 			c.vm.requestStop(*stop)
 			return
+		}
+		switch c.kvm.ExitReason() {
+		case kvm.ExitIO, kvm.ExitMMIO:
+			pending = true
 		}
 	}
 }
@@ -129,7 +144,7 @@ func (c *vcpu) handleExit() *StopReason {
 		v.exits.hlt.Add(1)
 		return &StopReason{Clean: true, What: fmt.Sprintf("vCPU %d halted", c.id)}
 	case kvm.ExitShutdown:
-		return &StopReason{What: fmt.Sprintf("vCPU %d: guest triple fault (KVM_EXIT_SHUTDOWN)", c.id), Err: errors.New("triple fault")}
+		return &StopReason{What: fmt.Sprintf("vCPU %d: guest triple fault (KVM_EXIT_SHUTDOWN)", c.id), Err: fmt.Errorf("triple fault: %s", c.faultReport())}
 	case kvm.ExitSystemEvent:
 		typ, _ := c.kvm.SystemEvent()
 		switch typ {
