@@ -64,7 +64,7 @@ run_integration() {
 		eval "$assets"
 		export GODWIT_KERNEL GODWIT_INITRD
 		if ((have_godwit)); then export GODWIT_BIN=$ABS_BIN/godwit; fi
-		(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 40m "$@") 2>&1 | tee "$ilog"
+		(cd test/integration && "$ABS_BIN/integration.test" -test.v -test.timeout 16m "$@") 2>&1 | tee "$ilog"
 	else
 		local adds=(--add "$BIN_DIR/integration.test:/bin/integration.test")
 		if [[ -d test/integration/testdata ]]; then
@@ -74,8 +74,8 @@ run_integration() {
 		local quoted
 		quoted=$(printf '%q ' "$@")
 		# shellcheck disable=SC2086
-		"$BIN_DIR/nested" "${adds[@]}" --timeout 45m $NESTED_ARGS \
-			--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 40m $quoted" 2>&1 | tee "$ilog"
+		"$BIN_DIR/nested" "${adds[@]}" --timeout 18m $NESTED_ARGS \
+			--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout 16m $quoted" 2>&1 | tee "$ilog"
 	fi
 	return "${PIPESTATUS[0]}"
 }

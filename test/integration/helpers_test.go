@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,14 @@ import (
 // lineTimeout bounds every wait for guest output. Nested virtualisation
 // under TCG is slow; the bound only stops a hung test.
 const lineTimeout = 3 * time.Minute
+
+// migrateTimeout bounds one `godwit migrate` run, and commandTimeout a
+// whole demo or pingpong run: a hung command is killed and reported, not
+// left to the global test timeout.
+const (
+	migrateTimeout = 6 * time.Minute
+	commandTimeout = 8 * time.Minute
+)
 
 // needKVM skips the test when /dev/kvm is not usable here (by the same
 // rule `make test` uses to choose between direct KVM and the nested host).
@@ -237,7 +246,7 @@ func startReceiver(t *testing.T, name string) (p *vmProcess, addr, sock string) 
 func migrateVM(t *testing.T, sock, to string, args ...string) ([]byte, error) {
 	t.Helper()
 	full := append([]string{"migrate", "--api-sock", sock, "--to", to}, args...)
-	out, err := exec.Command(godwitBin(t), full...).CombinedOutput()
+	out, err := runGodwit(t, migrateTimeout, nil, full...)
 	t.Logf("godwit %s:\n%s", strings.Join(full, " "), out)
 	return out, err
 }
@@ -256,4 +265,26 @@ func (p *vmProcess) drainLines() {
 			return
 		}
 	}
+}
+
+// runGodwit runs godwit with args for at most limit and returns its stdout
+// (with stderr too when stderr is nil) and exit error; a run cut short says
+// so in the error.
+func runGodwit(t *testing.T, limit time.Duration, stderr *bytes.Buffer, args ...string) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, godwitBin(t), args...)
+	var out []byte
+	var err error
+	if stderr != nil {
+		cmd.Stderr = stderr
+		out, err = cmd.Output()
+	} else {
+		out, err = cmd.CombinedOutput()
+	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("godwit %s did not finish within %v: %w", args[0], limit, err)
+	}
+	return out, err
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +16,7 @@ import (
 // TestDemoPingPong runs the README's main job: the test guest bounced
 // between local instances with its memory verified after every hop.
 func TestDemoPingPong(t *testing.T) {
-	out, err := exec.Command(godwitBin(t), "demo", "--hops", "4", "--mem", "128M").CombinedOutput()
+	out, err := runGodwit(t, commandTimeout, nil, "demo", "--hops", "4", "--mem", "128M")
 	t.Logf("godwit demo:\n%s", out)
 	if err != nil {
 		t.Fatalf("godwit demo: %v", err)
@@ -143,10 +142,8 @@ func TestLinuxMigration(t *testing.T) {
 // guest: three hops, each followed by a heartbeat on the new instance, and
 // a JSON report that says so.
 func TestPingpongCommand(t *testing.T) {
-	cmd := exec.Command(godwitBin(t), "pingpong", "--rounds", "3", "--mem", "64M", "--expect", "^heartbeat")
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := runGodwit(t, commandTimeout, &stderr, "pingpong", "--rounds", "3", "--mem", "64M", "--expect", "^heartbeat")
 	t.Logf("godwit pingpong:\n%s\nstderr:\n%s", out, stderr.String())
 	if err != nil {
 		t.Fatalf("godwit pingpong: %v", err)
@@ -255,6 +252,9 @@ func dirtyingSource(t *testing.T) (*vmProcess, string, func(to string, extra ...
 	firstPass, first := passes()
 	lastPass, last := firstPass, first
 	for lastPass < firstPass+4 {
+		if time.Since(first) > lineTimeout {
+			t.Fatalf("the guest made %d passes in %v: it is not running", lastPass-firstPass, lineTimeout)
+		}
 		lastPass, last = passes()
 	}
 	const pages = (64 - 2) << 20 / 4096 // the default range: 2 MiB to the end of RAM
