@@ -48,6 +48,60 @@ func (s SerialConfig) String() string {
 	return s.Mode
 }
 
+// MaxDisks is the largest number of virtio-blk disks a VM may have (each
+// takes a PCI slot; bus 0 has 31 besides the host bridge).
+const MaxDisks = 16
+
+// DiskConfig is one virtio-blk disk.
+type DiskConfig struct {
+	// Path is the raw image file (or block device).
+	Path string
+	// ReadOnly opens the image read-only and tells the guest
+	// (VIRTIO_BLK_F_RO).
+	ReadOnly bool
+}
+
+// ParseDisk parses a --disk flag: path=FILE[,readonly=on|off]. Keys may
+// come in any order; the path cannot contain a comma.
+func ParseDisk(s string) (DiskConfig, error) {
+	var d DiskConfig
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || seen[k] {
+			return DiskConfig{}, fmt.Errorf("--disk %q: want path=FILE[,readonly=on]", s)
+		}
+		seen[k] = true
+		switch k {
+		case "path":
+			d.Path = v
+		case "readonly":
+			switch v {
+			case "on", "true", "yes":
+				d.ReadOnly = true
+			case "off", "false", "no":
+				d.ReadOnly = false
+			default:
+				return DiskConfig{}, fmt.Errorf("--disk %q: readonly=%q, want on or off", s, v)
+			}
+		default:
+			return DiskConfig{}, fmt.Errorf("--disk %q: unknown key %q (want path, readonly)", s, k)
+		}
+	}
+	if d.Path == "" {
+		return DiskConfig{}, fmt.Errorf("--disk %q: path=FILE is missing", s)
+	}
+	return d, nil
+}
+
+// String returns the flag form of the disk.
+func (d DiskConfig) String() string {
+	if d.ReadOnly {
+		return "path=" + d.Path + ",readonly=on"
+	}
+	return "path=" + d.Path
+}
+
 // Config is everything needed to create a VM. The CLI fills it from flags.
 type Config struct {
 	// MemoryBytes is the guest RAM size.
@@ -69,6 +123,15 @@ type Config struct {
 	// RNG adds a virtio entropy device (virtio-rng on PCI) fed from the
 	// host's getrandom(2).
 	RNG bool
+	// Disks are virtio-blk disks over raw images, one PCI function each,
+	// added after the entropy device in this order (the guest's vda,
+	// vdb, ...).
+	Disks []DiskConfig
+	// DiskMap, for an incoming VM only, maps the image path of a source
+	// disk to the path to open here (`godwit receive --disk-map
+	// OLD=NEW`); source paths not in it are opened as they are (shared
+	// storage mounted at the same place).
+	DiskMap map[string]string
 	// ACPI gives a Linux guest ACPI tables (FADT, MADT, DSDT with S5 and
 	// the PCI host bridge), so that it can power off. Opt-in for now: with
 	// ACPI, about one boot in three hangs in the nested test host (open
@@ -108,6 +171,17 @@ func (c *Config) Validate() error {
 		if k, _, ok := strings.Cut(a, "="); !ok || k == "" {
 			return fmt.Errorf("--guest-arg %q: want key=value", a)
 		}
+	}
+	if len(c.Disks) > MaxDisks {
+		return fmt.Errorf("%d disks, at most %d", len(c.Disks), MaxDisks)
+	}
+	for i, d := range c.Disks {
+		if d.Path == "" {
+			return fmt.Errorf("disk %d: no path", i)
+		}
+	}
+	if len(c.DiskMap) > 0 && !c.Incoming {
+		return errors.New("a disk map applies only to an incoming VM")
 	}
 	if c.Serial.Out == nil {
 		if _, err := ParseSerial(c.Serial.String()); err != nil {

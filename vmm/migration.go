@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,10 +39,26 @@ type MigrationConfig struct {
 	Kernel  string `json:"kernel,omitempty"`
 	Initrd  string `json:"initrd,omitempty"`
 	Cmdline string `json:"cmdline,omitempty"`
-	// Devices are the PCI devices in bus order ("virtio-rng"); the
-	// destination adds the same devices in the same order, so slots,
-	// BARs and saved state line up.
+	// Devices are the PCI devices in bus order ("virtio-rng",
+	// "virtio-blk"); the destination adds the same devices in the same
+	// order, so slots, BARs and saved state line up.
 	Devices []string `json:"devices,omitempty"`
+	// Disks are the disks of the virtio-blk devices, in order. The
+	// destination opens each image at its source path, or where
+	// Config.DiskMap says (shared storage: both sides see the same
+	// image), and refuses the migration before any page moves if one
+	// cannot be opened or has another size.
+	Disks []MigrationDisk `json:"disks,omitempty"`
+}
+
+// MigrationDisk is one disk in the migration handshake.
+type MigrationDisk struct {
+	// Path is the image path on the source.
+	Path string `json:"path"`
+	// ReadOnly says whether the guest sees a read-only disk.
+	ReadOnly bool `json:"readonly,omitempty"`
+	// Sectors is the disk size in 512-byte sectors.
+	Sectors uint64 `json:"sectors"`
 }
 
 // CPUIDFeatures is one CPUID leaf's feature registers.
@@ -79,6 +96,7 @@ func (v *VM) Config() ([]byte, error) {
 		Initrd:      v.cfg.Initrd,
 		Cmdline:     v.cfg.Cmdline,
 		Devices:     v.cfg.pciDevices(),
+		Disks:       v.migrationDisks(),
 	}
 	cpuid := v.vcpus[0].cpuid
 	for _, l := range featureLeaves {
@@ -107,7 +125,15 @@ func ParseMigrationConfig(b []byte) (MigrationConfig, error) {
 	if len(mc.CPUID) > len(featureLeaves) {
 		return mc, fmt.Errorf("VM configuration: %d CPUID leaves", len(mc.CPUID))
 	}
-	if err := checkDeviceList(mc.Devices); err != nil {
+	if len(mc.Disks) > MaxDisks {
+		return mc, fmt.Errorf("VM configuration: %d disks, this godwit supports up to %d", len(mc.Disks), MaxDisks)
+	}
+	for i, d := range mc.Disks {
+		if d.Path == "" {
+			return mc, fmt.Errorf("VM configuration: disk %d has no path", i)
+		}
+	}
+	if err := checkDeviceList(mc.Devices, len(mc.Disks)); err != nil {
 		return mc, fmt.Errorf("VM configuration: %w", err)
 	}
 	if mc.TestGuest != nil {
@@ -152,14 +178,21 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 	}
 	local.MemoryBytes, local.CPUs, local.Incoming = mc.MemoryBytes, mc.CPUs, true
 	local.Kernel, local.Initrd, local.Cmdline, local.BootSector, local.GuestArgs = mc.Kernel, mc.Initrd, mc.Cmdline, "", nil
-	configDevices(&local, mc.Devices)
+	disks, err := incomingDisks(mc.Disks, local.DiskMap)
+	if err != nil {
+		return nil, err
+	}
+	configDevices(&local, mc.Devices, disks)
 	v, err := newVM(local, mc.TestGuest)
 	if err != nil {
 		return nil, err
 	}
-	cpuid, err := v.sys.SupportedCPUID()
+	err = v.checkIncomingDisks(mc.Disks)
 	if err == nil {
-		err = checkCPUID(mc.CPUID, cpuid)
+		var cpuid *kvm.CPUID
+		if cpuid, err = v.sys.SupportedCPUID(); err == nil {
+			err = checkCPUID(mc.CPUID, cpuid)
+		}
 	}
 	if err == nil {
 		err = v.checkRAMUntouched()
@@ -169,6 +202,62 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// migrationDisks describes the VM's disks for the handshake.
+func (v *VM) migrationDisks() []MigrationDisk {
+	var out []MigrationDisk
+	for i, d := range v.Disks() {
+		out = append(out, MigrationDisk{Path: v.cfg.Disks[i].Path, ReadOnly: d.ReadOnly(), Sectors: d.Capacity()})
+	}
+	return out
+}
+
+// incomingDisks returns the disks an incoming VM opens: each source disk
+// at its path mapped through diskMap (source path → local path), or at
+// the source path. A map entry that names no source disk is an error (a
+// typo would otherwise open the wrong image silently).
+func incomingDisks(src []MigrationDisk, diskMap map[string]string) ([]DiskConfig, error) {
+	used := map[string]bool{}
+	var out []DiskConfig
+	for _, d := range src {
+		path := d.Path
+		if p, ok := diskMap[d.Path]; ok {
+			path = p
+			used[d.Path] = true
+		}
+		out = append(out, DiskConfig{Path: path, ReadOnly: d.ReadOnly})
+	}
+	var unused []string
+	for k := range diskMap {
+		if !used[k] {
+			unused = append(unused, k)
+		}
+	}
+	if len(unused) > 0 {
+		slices.Sort(unused)
+		var have []string
+		for _, d := range src {
+			have = append(have, d.Path)
+		}
+		return nil, fmt.Errorf("--disk-map %q: the source VM has no such disk (its disks: %q)", unused, have)
+	}
+	return out, nil
+}
+
+// checkIncomingDisks checks that the images this side opened have the
+// sizes of the source's: the guest's view of a disk cannot change.
+func (v *VM) checkIncomingDisks(src []MigrationDisk) error {
+	disks := v.Disks()
+	if len(disks) != len(src) {
+		return fmt.Errorf("internal error: %d disks opened for %d", len(disks), len(src))
+	}
+	for i, d := range disks {
+		if d.Capacity() != src[i].Sectors {
+			return fmt.Errorf("disk %d: %s has %d sectors here, the source's %s has %d", i, d.Path(), d.Capacity(), src[i].Path, src[i].Sectors)
+		}
+	}
+	return nil
 }
 
 // checkRAMUntouched verifies that nothing has written the incoming VM's

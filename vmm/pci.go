@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"godwit/devices/pci"
 	"godwit/devices/virtio"
+	"godwit/devices/virtio/blk"
 	"godwit/devices/virtio/rng"
 	"godwit/migrate"
 	"godwit/vmm/boot"
@@ -33,7 +35,10 @@ import (
 
 // Names of the PCI devices godwit can add, as they appear in
 // MigrationConfig.Devices.
-const pciDeviceRNG = "virtio-rng"
+const (
+	pciDeviceRNG = "virtio-rng"
+	pciDeviceBlk = "virtio-blk"
+)
 
 // Section IDs and versions of the PCI state.
 const (
@@ -50,22 +55,36 @@ type pciDevice struct {
 	name string
 	t    *virtio.Transport
 	slot uint8
+	disk *blk.Disk // the backend of a virtio-blk device, else nil
 }
 
 // pciDevices returns the kinds of PCI devices cfg asks for, in the order
-// they are added to the bus.
+// they are added to the bus: the entropy device, then one virtio-blk
+// device per disk in Config.Disks order.
 func (c *Config) pciDevices() []string {
 	var out []string
 	if c.RNG {
 		out = append(out, pciDeviceRNG)
 	}
+	for range c.Disks {
+		out = append(out, pciDeviceBlk)
+	}
 	return out
 }
 
-// newVirtioDevice returns the backend of a PCI device kind.
-func newVirtioDevice(kind string) (virtio.Device, error) {
-	if kind == pciDeviceRNG {
+// diskSerial is the GET_ID serial of disk i ("godwit-disk0"): stable
+// across migrations, unlike host paths, and at most blk.IDBytes long.
+func diskSerial(i int) string { return fmt.Sprintf("godwit-disk%d", i) }
+
+// newVirtioDevice returns the backend of the index-th PCI device of a
+// kind.
+func (c *Config) newVirtioDevice(kind string, index int) (virtio.Device, error) {
+	switch kind {
+	case pciDeviceRNG:
 		return rng.New(), nil
+	case pciDeviceBlk:
+		d := c.Disks[index]
+		return blk.Open(d.Path, blk.Options{ReadOnly: d.ReadOnly, Serial: diskSerial(index)})
 	}
 	return nil, fmt.Errorf("unknown PCI device %q", kind)
 }
@@ -86,16 +105,21 @@ func (v *VM) setupPCI() error {
 	v.pci = bus
 	count := map[string]int{}
 	for _, kind := range kinds {
-		dev, err := newVirtioDevice(kind)
+		name := fmt.Sprintf("%s%d", kind, count[kind])
+		dev, err := v.cfg.newVirtioDevice(kind, count[kind])
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", name, err)
 		}
+		count[kind]++
+		disk, _ := dev.(*blk.Disk)
 		t, err := virtio.NewTransport(dev, v.mem, msiSender{v})
 		if err != nil {
-			return fmt.Errorf("%s: %w", kind, err)
+			if disk != nil {
+				disk.Close()
+			}
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		d := &pciDevice{name: fmt.Sprintf("%s%d", kind, count[kind]), t: t}
-		count[kind]++
+		d := &pciDevice{name: name, t: t, disk: disk}
 		// Appended before Add so that Close releases it on any error.
 		v.pciDevs = append(v.pciDevs, d)
 		if d.slot, err = bus.Add(t); err != nil {
@@ -166,13 +190,33 @@ func (v *VM) resumeDevices() error {
 	return errors.Join(errs...)
 }
 
-// closeDevices stops every device worker for good.
+// closeDevices stops every device worker for good, then closes the disk
+// images. It is idempotent.
 func (v *VM) closeDevices() error {
 	var errs []error
 	for _, d := range v.pciDevs {
 		errs = append(errs, d.t.Close())
 	}
+	for _, d := range v.pciDevs {
+		if d.disk != nil {
+			if err := d.disk.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+				errs = append(errs, fmt.Errorf("closing %s: %w", d.name, err))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Disks returns the VM's virtio-blk disks in Config.Disks order, for a
+// storage migration (each has its written-block bitmap).
+func (v *VM) Disks() []*blk.Disk {
+	var out []*blk.Disk
+	for _, d := range v.pciDevs {
+		if d.disk != nil {
+			out = append(out, d.disk)
+		}
+	}
+	return out
 }
 
 // savePCIState returns the PCI bus section and one section per device.
@@ -259,23 +303,39 @@ func (v *VM) restorePCIState(byID map[string]migrate.Section) error {
 }
 
 // configDevices sets the device options of cfg from a migration device
-// list.
-func configDevices(cfg *Config, kinds []string) {
+// list and the disks to open for its virtio-blk devices.
+func configDevices(cfg *Config, kinds []string, disks []DiskConfig) {
 	cfg.RNG = slices.Contains(kinds, pciDeviceRNG)
+	cfg.Disks = disks
 }
 
-// checkDeviceList checks a migration device list: known kinds, in the
-// order a VM configured with them would add them.
-func checkDeviceList(kinds []string) error {
+// checkDeviceList checks a migration device list: known kinds, one
+// virtio-blk device per disk of the configuration, in the order a VM
+// configured with them would add them.
+func checkDeviceList(kinds []string, disks int) error {
 	for _, k := range kinds {
-		if k != pciDeviceRNG {
+		if k != pciDeviceRNG && k != pciDeviceBlk {
 			return fmt.Errorf("unknown PCI device %q", k)
 		}
 	}
+	if n := countKind(kinds, pciDeviceBlk); n != disks {
+		return fmt.Errorf("%d virtio-blk devices for %d disks", n, disks)
+	}
 	var cfg Config
-	configDevices(&cfg, kinds)
+	configDevices(&cfg, kinds, make([]DiskConfig, disks))
 	if want := cfg.pciDevices(); !slices.Equal(want, kinds) {
 		return fmt.Errorf("PCI devices %q: this godwit would add %q", kinds, want)
 	}
 	return nil
+}
+
+// countKind returns how often kind occurs in kinds.
+func countKind(kinds []string, kind string) int {
+	n := 0
+	for _, k := range kinds {
+		if k == kind {
+			n++
+		}
+	}
+	return n
 }

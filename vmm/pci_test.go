@@ -188,22 +188,35 @@ func TestPCIStateRoundTrip(t *testing.T) {
 }
 
 func TestMigrationDeviceList(t *testing.T) {
+	const disk = `{"path":"/a.img","sectors":8}`
 	for _, tc := range []struct {
 		name    string
 		devices string // JSON value of "devices", "" to leave it out
+		disks   string // JSON value of "disks", "" to leave it out
 		rng     bool
 		wantErr string
 	}{
-		{"none", "", false, ""},
-		{"empty", "[]", false, ""},
-		{"rng", `["virtio-rng"]`, true, ""},
-		{"unknown", `["virtio-gpu"]`, false, "unknown PCI device"},
-		{"twice", `["virtio-rng","virtio-rng"]`, false, "would add"},
+		{"none", "", "", false, ""},
+		{"empty", "[]", "", false, ""},
+		{"rng", `["virtio-rng"]`, "", true, ""},
+		{"unknown", `["virtio-gpu"]`, "", false, "unknown PCI device"},
+		{"twice", `["virtio-rng","virtio-rng"]`, "", false, "would add"},
+		{"rng and disks", `["virtio-rng","virtio-blk","virtio-blk"]`, "[" + disk + "," + disk + "]", true, ""},
+		{"disks only", `["virtio-blk"]`, "[" + disk + "]", false, ""},
+		{"disk before rng", `["virtio-blk","virtio-rng"]`, "[" + disk + "]", false, "would add"},
+		{"disk without a device", `["virtio-rng"]`, "[" + disk + "]", false, "1 disks"},
+		{"device without a disk", `["virtio-blk"]`, "", false, "0 disks"},
+		{"disk without a path", `["virtio-blk"]`, `[{"sectors":8}]`, false, "no path"},
+		{"unknown disk field", `["virtio-blk"]`, `[{"path":"/a","sectors":8,"cache":"none"}]`, false, "unknown field"},
+		{"too many disks", `[` + strings.Repeat(`"virtio-blk",`, MaxDisks) + `"virtio-blk"]`, "[" + strings.Repeat(disk+",", MaxDisks) + disk + "]", false, "supports up to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			js := `{"memory_bytes":67108864,"cpus":1,"guest":"linux","cpuid":[]`
 			if tc.devices != "" {
 				js += `,"devices":` + tc.devices
+			}
+			if tc.disks != "" {
+				js += `,"disks":` + tc.disks
 			}
 			mc, err := ParseMigrationConfig([]byte(js + "}"))
 			if tc.wantErr != "" {
@@ -216,7 +229,11 @@ func TestMigrationDeviceList(t *testing.T) {
 				t.Fatal(err)
 			}
 			var cfg Config
-			configDevices(&cfg, mc.Devices)
+			disks, err := incomingDisks(mc.Disks, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			configDevices(&cfg, mc.Devices, disks)
 			if cfg.RNG != tc.rng {
 				t.Fatalf("RNG = %v, want %v", cfg.RNG, tc.rng)
 			}

@@ -36,6 +36,9 @@ func runApp(args []string) int {
 			pingpongCommand(),
 		},
 		OnUsageError: usageError,
+		// Repeatable flags take one value per use: --disk
+		// path=F,readonly=on must not split at the comma.
+		DisableSliceFlagSeparator: true,
 		CommandNotFound: func(_ *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "godwit: unknown command %q; see 'godwit --help'\n", name)
 			os.Exit(2)

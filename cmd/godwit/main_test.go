@@ -102,6 +102,13 @@ func TestBadInputs(t *testing.T) {
 		{"bad guest arg", []string{"run", "--guest-arg", "colour=blue"}, "colour", 1},
 		{"guest arg form", []string{"run", "--guest-arg", "novalue"}, "want key=value", 2},
 		{"run with argument", []string{"run", "extra"}, "no arguments", 2},
+		{"disk without path", []string{"run", "--disk", "readonly=on"}, "path=FILE is missing", 2},
+		{"disk bad key", []string{"run", "--disk", "path=" + garbage + ",cache=none"}, "unknown key", 2},
+		{"disk bad readonly", []string{"run", "--disk", "path=" + garbage + ",readonly=maybe"}, "want on or off", 2},
+		{"missing disk", []string{"run", "--mem", "16M", "--disk", "path=" + filepath.Join(dir, "nope.img") + ",readonly=on"}, "virtio-blk0: disk: open", 1},
+		{"too many disks", append([]string{"run"}, strings.Split(strings.Repeat("--disk path="+garbage+" ", 17), " ")[:34]...), "at most 16", 2},
+		{"receive bad disk map", []string{"receive", "--listen", "tcp:127.0.0.1:0", "--disk-map", "a.img"}, "want OLD=NEW", 2},
+		{"receive disk mapped twice", []string{"receive", "--listen", "tcp:127.0.0.1:0", "--disk-map", "a=b", "--disk-map", "a=c"}, "mapped twice", 2},
 		{"ctl without socket", []string{"ctl", "status"}, "api-sock", 1},
 		{"ctl no VM", []string{"ctl", "--api-sock", filepath.Join(dir, "none.sock"), "status"}, "no godwit VM listening", 1},
 	}

@@ -75,9 +75,9 @@ func runPingpong(c *cli.Context) error {
 		if !c.IsSet(name) || name == "api-sock" || name == "serial" || name == "log-level" {
 			continue
 		}
-		if name == "guest-arg" {
+		if name == "guest-arg" || name == "disk" {
 			for _, a := range c.StringSlice(name) {
-				runArgs = append(runArgs, "--guest-arg", a)
+				runArgs = append(runArgs, "--"+name, a)
 			}
 			continue
 		}

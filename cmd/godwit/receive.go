@@ -26,7 +26,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API of the received VM"},
 			&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: 30 * time.Second, Usage: "fail when the source sends nothing for this long"},
-			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk OLD as NEW here (repeatable)"},
+			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk image OLD (the path its --disk gave) as NEW here; unmapped images are opened at the source's path (repeatable)"},
 			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's tap OLD to NEW here (repeatable)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
@@ -47,6 +47,10 @@ func runReceive(c *cli.Context) error {
 		if k, v, ok := strings.Cut(m, "="); !ok || k == "" || v == "" {
 			return cli.Exit(fmt.Sprintf("map %q: want OLD=NEW", m), 2)
 		}
+	}
+	diskMap, err := parseDiskMap(c.StringSlice("disk-map"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
 	}
 	serial, err := vmm.ParseSerial(c.String("serial"))
 	if err != nil {
@@ -73,7 +77,7 @@ func runReceive(c *cli.Context) error {
 		return cli.Exit("waiting for the source: "+err.Error(), 1)
 	}
 	defer conn.Close()
-	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log}
+	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap}
 	// An incoming VM's RAM is a fresh memfd: zero until the stream writes
 	// it (NewIncoming loads no guest and no device writes RAM before the
 	// VM runs), so zero pages need no work (ReceiveOptions.AssumeZeroed).
@@ -99,4 +103,25 @@ func runReceive(c *cli.Context) error {
 	}
 	log.Info("VM stopped", "reason", r.What)
 	return nil
+}
+
+// parseDiskMap turns --disk-map OLD=NEW flags into a map from the source's
+// image path to the path to open here. OLD is matched exactly against the
+// path the source VM was given; mapping one source disk twice is an error.
+func parseDiskMap(flags []string) (map[string]string, error) {
+	if len(flags) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(flags))
+	for _, f := range flags {
+		old, img, ok := strings.Cut(f, "=")
+		if !ok || old == "" || img == "" {
+			return nil, fmt.Errorf("--disk-map %q: want OLD=NEW", f)
+		}
+		if _, dup := m[old]; dup {
+			return nil, fmt.Errorf("--disk-map: %s is mapped twice", old)
+		}
+		m[old] = img
+	}
+	return m, nil
 }

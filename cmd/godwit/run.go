@@ -24,6 +24,7 @@ func vmFlags() []cli.Flag {
 		&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
 		&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API"},
 		&cli.BoolFlag{Name: "rng", Usage: "add a virtio entropy device (virtio-rng on PCI) fed by the host's getrandom(2)"},
+		&cli.StringSliceFlag{Name: "disk", Usage: "add a virtio-blk disk over a raw image: path=FILE[,readonly=on] (repeatable; vda, vdb, ... in order)"},
 		&cli.StringSliceFlag{Name: "guest-arg", Usage: "embedded test guest parameter key=value (repeatable)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 	}
@@ -51,6 +52,14 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 	if err != nil {
 		return vmm.Config{}, cli.Exit(err.Error(), 2)
 	}
+	var disks []vmm.DiskConfig
+	for _, s := range c.StringSlice("disk") {
+		d, err := vmm.ParseDisk(s)
+		if err != nil {
+			return vmm.Config{}, cli.Exit(err.Error(), 2)
+		}
+		disks = append(disks, d)
+	}
 	cfg := vmm.Config{
 		MemoryBytes: mem,
 		CPUs:        c.Int("cpus"),
@@ -63,6 +72,7 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 		Serial:      serial,
 		APISocket:   c.String("api-sock"),
 		RNG:         c.Bool("rng"),
+		Disks:       disks,
 		Log:         log,
 	}
 	if err := cfg.Validate(); err != nil {

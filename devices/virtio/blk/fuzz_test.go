@@ -1,0 +1,255 @@
+package blk
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"godwit/devices"
+	"godwit/devices/virtio"
+	"godwit/devices/virtio/virtiotest"
+	"godwit/vmm/memory"
+)
+
+// Fuzz geometry: requests live in the first arenaSize bytes of a small
+// guest RAM; the disk is fuzzDiskSize bytes.
+const (
+	arenaSize    = 16 << 10
+	fuzzRAM      = memory.MinSize
+	fuzzDiskSize = 64 << 10
+)
+
+// fuzzChain builds a chain from layout: 6 bytes per buffer (le16 address
+// modulo the arena size, le16 length, flags: bit 0 device-writable, bit 1 moved to
+// straddle the end of RAM). Readable buffers keep their order before the
+// writable ones, as the chain parser guarantees.
+func fuzzChain(layout []byte) *virtio.Chain {
+	c := &virtio.Chain{Head: 1}
+	for len(layout) >= 6 {
+		addr := uint64(binary.LittleEndian.Uint16(layout)) % arenaSize
+		n := uint32(binary.LittleEndian.Uint16(layout[2:]))
+		flags := layout[4]
+		layout = layout[6:]
+		if flags&2 != 0 {
+			addr += fuzzRAM - arenaSize/2
+		}
+		b := virtio.Buffer{Addr: addr, Len: n}
+		if flags&1 != 0 {
+			c.Writable = append(c.Writable, b)
+		} else {
+			c.Readable = append(c.Readable, b)
+		}
+	}
+	return c
+}
+
+// FuzzRequest runs one request from hostile guest memory through the
+// request parser and executor: arbitrary buffer layout (split headers,
+// overlapping buffers, buffers leaving RAM, empty ones) and arbitrary
+// contents. It must never panic; an error must break the queue; the
+// device writes only inside device-writable buffers; the image changes and
+// blocks are marked written only for a successful OUT to a writable disk.
+func FuzzRequest(f *testing.F) {
+	put := func(addr, n uint16, flags byte) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, addr)
+		b = binary.LittleEndian.AppendUint16(b, n)
+		return append(b, flags, 0)
+	}
+	lay := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	read := append(header(TypeIn, 3), make([]byte, 64)...)
+	write := append(header(TypeOut, 1), pattern(512, 1)...)
+	f.Add(lay(put(0, 16, 0), put(4096, 1024, 1), put(8192, 1, 1)), read, false, false)
+	f.Add(lay(put(0, 528, 0), put(8192, 1, 1)), write, false, true)
+	f.Add(lay(put(0, 528, 0), put(8192, 1, 1)), write, true, false)
+	f.Add(lay(put(0, 5, 0), put(5, 11, 0), put(100, 20, 1), put(120, 1, 1)), header(TypeGetID, 0), false, false)
+	f.Add(lay(put(0, 16, 0), put(0, 16, 1)), header(TypeFlush, 0), false, false)
+	f.Add(lay(put(0, 16, 2), put(8192, 1, 1)), header(TypeIn, 0), false, false)
+	f.Add(lay(put(0, 16, 0), put(8192, 0, 1)), header(TypeDiscard, 0), false, false)
+	mem, err := memory.New(fuzzRAM)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { mem.Close() })
+	imgInit := pattern(fuzzDiskSize, 0x42)
+	f.Fuzz(func(t *testing.T, layout, contents []byte, readOnly, writeThrough bool) {
+		arena := mem.RegionHost(0)[:arenaSize]
+		clear(arena)
+		copy(arena, contents)
+		before := append([]byte(nil), arena...)
+		img := newMemImage(fuzzDiskSize)
+		copy(img.data, imgInit)
+		d, err := newDisk(img, fuzzDiskSize, Options{ReadOnly: readOnly, Serial: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := fuzzChain(layout)
+		var hdr [headerSize]byte
+		if len(c.Readable) > 0 {
+			mem.Read(c.Readable[0].Addr, hdr[:]) // best effort, for the checks
+		}
+		used, err := d.serve(mem, c, writeThrough)
+
+		// Writes only inside device-writable buffers.
+		mayWrite := make([]bool, arenaSize)
+		for _, b := range c.Writable {
+			for a := b.Addr; a < b.Addr+uint64(b.Len) && a < arenaSize; a++ {
+				mayWrite[a] = true
+			}
+		}
+		if !bytes.Equal(arena, before) {
+			for a := range arena {
+				if !mayWrite[a] && arena[a] != before[a] {
+					t.Fatalf("device wrote %#x outside the writable buffers", a)
+				}
+			}
+		}
+		changed := !bytes.Equal(img.snapshot(), imgInit)
+		if err != nil {
+			if !errors.Is(err, virtio.ErrQueueBroken) {
+				t.Fatalf("error does not break the queue: %v", err)
+			}
+			if changed {
+				t.Fatal("image changed by a broken request")
+			}
+			return
+		}
+		last := c.Writable[len(c.Writable)-1]
+		for i := len(c.Writable) - 1; last.Len == 0; i-- {
+			last = c.Writable[i-1]
+		}
+		var st [1]byte
+		if err := mem.Read(last.Addr+uint64(last.Len)-1, st[:]); err != nil {
+			t.Fatalf("status byte outside RAM but no error: %v", err)
+		}
+		if status := st[0]; status > StatusUnsupp {
+			t.Fatalf("status %d", status)
+		}
+		if inLen := c.WritableLen() - 1; uint64(used) > inLen+1 {
+			t.Fatalf("used length %d beyond %d writable bytes", used, inLen+1)
+		}
+		isOut := binary.LittleEndian.Uint32(hdr[:]) == TypeOut
+		if changed && (readOnly || !isOut) {
+			t.Fatalf("image changed by a request of type %d (read-only %v)", binary.LittleEndian.Uint32(hdr[:]), readOnly)
+		}
+		if d.Written().Count() > 0 && (readOnly || !isOut) {
+			t.Fatal("blocks marked written without a write")
+		}
+		if changed && d.Written().Count() == 0 {
+			t.Fatal("image changed without a written block")
+		}
+	})
+}
+
+// FuzzProcessQueue runs the device over a request queue whose descriptor
+// table, available ring and buffers come from the input: the whole path
+// from the ring to the image. Any error must break the queue, and the
+// device never returns more chains than were made available.
+//
+// Input: 16 descriptors of 6 bytes (le16 offset into the data area, le16
+// length, flags byte: bits 0-2 NEXT/WRITE/INDIRECT, bit 7 an address
+// outside RAM; next byte, taken modulo 32 so that some are out of range),
+// then the number of available entries and their heads (modulo 32), then
+// the data area (headers, indirect tables).
+func FuzzProcessQueue(f *testing.F) {
+	desc := func(off, n uint16, flags, next byte) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, off)
+		b = binary.LittleEndian.AppendUint16(b, n)
+		return append(b, flags, next)
+	}
+	var seed []byte
+	seed = append(seed, desc(0, 16, 1, 1)...)    // header
+	seed = append(seed, desc(512, 512, 3, 2)...) // data
+	seed = append(seed, desc(1024, 1, 2, 0)...)  // status
+	seed = append(seed, desc(2048, 48, 4, 0)...) // indirect table
+	seed = append(seed, make([]byte, 6*12)...)   // unused descriptors
+	seed = append(seed, 2, 0, 3)                 // avail: heads 0, 3
+	seed = append(seed, header(TypeIn, 1)...)    // data area: the header at 0
+	f.Add(seed)
+	f.Add(append(append([]byte(nil), seed[:6*16]...), 1, 0))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		const qsize = 16
+		const area = 8 << 20
+		img := newMemImage(fuzzDiskSize)
+		disk, err := newDisk(img, fuzzDiskSize, Options{Serial: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := virtiotest.NewMachine(t, disk)
+		d := virtiotest.NewDriver(t, m)
+		if _, err := d.Negotiate(^uint64(0)); err != nil {
+			t.Fatal(err)
+		}
+		d.EnableMSIX(2)
+		q := d.SetupQueue(0, qsize, 1)
+		d.DriverOK()
+		// The worker stops; the test calls ProcessQueue itself.
+		if err := m.Transport.Pause(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for i := uint16(0); i < qsize && len(data) >= 6; i++ {
+			addr := area + uint64(binary.LittleEndian.Uint16(data))
+			n := uint32(binary.LittleEndian.Uint16(data[2:]))
+			flags, next := data[4], uint16(data[5]%32)
+			if flags&0x80 != 0 {
+				addr = virtiotest.RAMSize - 8 + uint64(binary.LittleEndian.Uint16(data))
+			}
+			q.SetDesc(i, addr, n, uint16(flags&7), next)
+			data = data[6:]
+		}
+		avail := 0
+		if len(data) > 0 {
+			avail = int(data[0] % 20)
+			data = data[1:]
+		}
+		for k := 0; k < avail; k++ {
+			head := uint16(k)
+			if len(data) > 0 {
+				head, data = uint16(data[0]%32), data[1:]
+			}
+			q.Publish(head)
+		}
+		copy(d.Mem(area, 1<<16), data)
+		err = disk.ProcessQueue(0)
+		if err != nil && !errors.Is(err, virtio.ErrQueueBroken) {
+			t.Fatalf("error does not break the queue: %v", err)
+		}
+		if used := q.UsedIdx(); int(used) > avail {
+			t.Fatalf("used idx %d with %d chains available", used, avail)
+		}
+	})
+}
+
+// FuzzRestoreConfigState feeds arbitrary bytes to RestoreConfigState: it
+// never panics, rejects with ErrInvalidState leaving the disk unchanged,
+// and what it accepts saves back byte for byte.
+func FuzzRestoreConfigState(f *testing.F) {
+	good, err := testDisk(f, 1<<20, Options{Serial: "godwit-disk0"}).SaveConfigState()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good, false)
+	f.Add(good[:12], false)
+	f.Add([]byte{1, 0, 1, 0, 0, 8, 0, 0, 0, 0, 0, 0}, true)
+	f.Fuzz(func(t *testing.T, b []byte, readOnly bool) {
+		d := testDisk(t, 1<<20, Options{ReadOnly: readOnly, Serial: "before"})
+		err := d.RestoreConfigState(b)
+		if err != nil {
+			if !errors.Is(err, devices.ErrInvalidState) {
+				t.Fatalf("error %v is not ErrInvalidState", err)
+			}
+			if d.Serial() != "before" {
+				t.Fatal("a rejected restore changed the disk")
+			}
+			return
+		}
+		again, err := d.SaveConfigState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again, b) {
+			t.Fatalf("accepted %x, saves %x", b, again)
+		}
+	})
+}

@@ -1,0 +1,248 @@
+package blk
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+
+	"godwit/devices/virtio"
+	"godwit/devices/virtio/virtiotest"
+)
+
+// memImage is an in-memory backend with failure injection.
+type memImage struct {
+	mu        sync.Mutex
+	data      []byte
+	failRead  bool
+	failWrite bool
+	failSync  bool
+	syncs     int
+	closed    bool
+	// block, when set, makes ReadAt signal entered and wait for release.
+	block   bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+var errInjected = errors.New("injected I/O error")
+
+func newMemImage(size int) *memImage { return &memImage{data: make([]byte, size)} }
+
+func (m *memImage) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	block, entered, release := m.block, m.entered, m.release
+	m.mu.Unlock()
+	if block {
+		entered <- struct{}{}
+		<-release
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failRead {
+		// A short read, as from an image truncated under the VM.
+		n := copy(p[:len(p)/2], m.data[off:])
+		return n, errInjected
+	}
+	if off >= int64(len(m.data)) {
+		return 0, errInjected
+	}
+	n := copy(p, m.data[off:])
+	if n < len(p) {
+		return n, errInjected
+	}
+	return n, nil
+}
+
+func (m *memImage) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failWrite {
+		return 0, errInjected
+	}
+	if off+int64(len(p)) > int64(len(m.data)) {
+		return 0, errInjected
+	}
+	return copy(m.data[off:], p), nil
+}
+
+func (m *memImage) Sync() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.syncs++
+	if m.failSync {
+		return errInjected
+	}
+	return nil
+}
+
+func (m *memImage) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memImage) snapshot() []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]byte(nil), m.data...)
+}
+
+func (m *memImage) syncCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.syncs
+}
+
+// seg is one descriptor of a request the test driver posts.
+type seg struct {
+	data  []byte // contents of a device-readable buffer
+	n     uint32 // length of a device-writable buffer
+	write bool
+}
+
+// ro returns a device-readable segment.
+func ro(b []byte) seg { return seg{data: b} }
+
+// wr returns a device-writable segment of n bytes.
+func wr(n uint32) seg { return seg{n: n, write: true} }
+
+// header returns a request header.
+func header(typ uint32, sector uint64) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, typ)
+	b = binary.LittleEndian.AppendUint32(b, 0)
+	return binary.LittleEndian.AppendUint64(b, sector)
+}
+
+// req returns the usual layout: header, data out, data in, status.
+func req(typ uint32, sector uint64, out []byte, in uint32) []seg {
+	s := []seg{ro(header(typ, sector))}
+	if len(out) > 0 {
+		s = append(s, ro(out))
+	}
+	if in > 0 {
+		s = append(s, wr(in))
+	}
+	return append(s, wr(1))
+}
+
+// sentinel fills device-writable buffers before the device sees them.
+const sentinel = 0xee
+
+// rig is a disk on a virtiotest machine with an active request queue.
+type rig struct {
+	t     testing.TB
+	m     *virtiotest.Machine
+	d     *virtiotest.Driver
+	q     *virtiotest.Queue
+	disk  *Disk
+	img   *memImage
+	acked uint64
+	next  uint16 // next free descriptor
+}
+
+// newRig builds a disk of size bytes over a memImage, negotiates features
+// (within want) and activates a queue of 64 entries on MSI-X vector 1.
+func newRig(t testing.TB, size int, opts Options, want uint64) *rig {
+	t.Helper()
+	img := newMemImage(size)
+	disk, err := newDisk(img, uint64(size), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newRigFor(t, disk, img, want)
+}
+
+func newRigFor(t testing.TB, disk *Disk, img *memImage, want uint64) *rig {
+	t.Helper()
+	m := virtiotest.NewMachine(t, disk)
+	d := virtiotest.NewDriver(t, m)
+	acked, err := d.Negotiate(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.EnableMSIX(2)
+	d.Write(d.Common+virtiotest.CommonConfigVector, 2, 0)
+	q := d.SetupQueue(0, 64, 1)
+	d.DriverOK()
+	if st := d.Status(); st&virtio.StatusDriverOK == 0 {
+		t.Fatalf("status %#x", st)
+	}
+	return &rig{t: t, m: m, d: d, q: q, disk: disk, img: img, acked: acked}
+}
+
+// posted is a request made available to the device.
+type posted struct {
+	head  uint16
+	addrs []uint64 // guest address of each segment
+	segs  []seg
+}
+
+// post writes the segments into guest RAM and descriptors and publishes
+// the chain (without a kick).
+func (r *rig) post(segs []seg) posted {
+	r.t.Helper()
+	p := posted{head: r.next % r.q.Size, segs: segs}
+	for i, s := range segs {
+		n := uint64(len(s.data))
+		flags := uint16(0)
+		if s.write {
+			n = uint64(s.n)
+			flags = virtiotest.DescWrite
+		}
+		addr := r.d.Alloc(max(n, 1), 8)
+		if s.write {
+			mem := r.d.Mem(addr, n)
+			for j := range mem {
+				mem[j] = sentinel
+			}
+		} else {
+			copy(r.d.Mem(addr, n), s.data)
+		}
+		idx := (r.next) % r.q.Size
+		r.next++
+		next := r.next % r.q.Size
+		if i < len(segs)-1 {
+			flags |= virtiotest.DescNext
+		}
+		r.q.SetDesc(idx, addr, uint32(n), flags, next)
+		p.addrs = append(p.addrs, addr)
+	}
+	r.q.Publish(p.head)
+	return p
+}
+
+// do posts one request, kicks, waits for its completion and returns the
+// used element.
+func (r *rig) do(segs []seg) (posted, virtiotest.UsedElem) {
+	r.t.Helper()
+	p := r.post(segs)
+	r.q.Kick()
+	r.d.WaitMSI(1)
+	used := r.q.TakeUsed()
+	if len(used) != 1 || used[0].ID != uint32(p.head) {
+		r.t.Fatalf("used %+v, want one entry for head %d", used, p.head)
+	}
+	return p, used[0]
+}
+
+// status returns the last byte of the last segment (the status).
+func (r *rig) status(p posted) byte {
+	last := len(p.segs) - 1
+	return r.d.Mem(p.addrs[last]+uint64(p.segs[last].n)-1, 1)[0]
+}
+
+// bytes returns what the device left in segment i.
+func (r *rig) bytes(p posted, i int) []byte {
+	return append([]byte(nil), r.d.Mem(p.addrs[i], uint64(p.segs[i].n))...)
+}
+
+// pattern returns n bytes that differ per position and seed.
+func pattern(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7+i/512) ^ seed
+	}
+	return b
+}
