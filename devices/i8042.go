@@ -24,8 +24,8 @@ const (
 	i8042KbdEnable   = 0xae
 	i8042ReadOutPort = 0xd0
 	i8042WriteOut    = 0xd1 // next data byte is the output port
-	i8042WriteKbdBuf = 0xd2 // next data byte: ignored (no keyboard)
-	i8042WriteAuxBuf = 0xd3 // next data byte: ignored (no mouse)
+	i8042WriteKbdBuf = 0xd2 // next data byte: echoed as keyboard output
+	i8042WriteAuxBuf = 0xd3 // next data byte: echoed, but as keyboard output (no mouse port)
 	i8042WriteAux    = 0xd4 // next data byte: ignored (no mouse)
 	i8042Pulse       = 0xf0 // 0xf0-0xff: pulse output port bits that are 0 in the low nibble
 
@@ -49,8 +49,9 @@ const (
 // CPU reset line (command 0xfe, or the output port written with bit 0
 // clear), and a keyboard that acknowledges its commands (reset, identify,
 // LEDs, scan code set...) through IRQ 1, so that a driver's probe finishes
-// at once instead of timing out. It never sends key presses. Mouse
-// commands get no reply.
+// at once instead of timing out. It never sends key presses. It has no
+// mouse port: the AUX interface test fails, the AUX loopback answers as
+// the keyboard, and bytes for the mouse get no reply.
 //
 // One I8042 either sits at 0x60 with size 5 (data at offset 0, command at
 // offset 4; offsets 1-3 read 0xff) or is registered as two one-port
@@ -273,6 +274,14 @@ func (k *I8042) writeData(v byte) {
 	case c == i8042WriteOut:
 		k.outPort = v
 		doReset = v&outPortReset == 0
+	case c == i8042WriteKbdBuf, c == i8042WriteAuxBuf:
+		// Echoed as if the keyboard had sent it. For 0xd3 (AUX
+		// loopback) that is the answer of a controller without a mouse
+		// port: Linux sees the byte without the AUX status bit, counts
+		// the port absent and goes on at once. Without any reply its
+		// i8042 driver polls the status port 10,000 times (one VM exit
+		// each) before it gives up.
+		k.reply(v)
 	case c == 0:
 		k.keyboardCommand(v)
 	}

@@ -35,6 +35,8 @@ func TestI8042(t *testing.T) {
 		}},
 		{"data without command is ignored", []op{{'d', 0x00, 0}, {'c', 0x20, 0}, {'r', 0x65, 0}}},
 		{"command cancels pending data", []op{{'c', 0xd1, 0}, {'c', 0xab, 0}, {'d', 0x00, 0}, {'r', 0x00, 0}}},
+		{"aux loopback answers without the aux bit", []op{{'c', 0xd3, 0}, {'d', 0x5a, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0x5a, 0}, {'s', i8042StatusIdle, 0}}},
+		{"keyboard buffer write echoes", []op{{'c', 0xd2, 0}, {'d', 0x1c, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0x1c, 0}}},
 		{"mouse write swallows data", []op{{'c', 0xd4, 0}, {'d', 0xfe, 0}, {'s', i8042StatusIdle, 0}}},
 		{"unknown command", []op{{'c', 0x12, 0}, {'s', i8042StatusIdle, 0}}},
 		{"keyboard reset", []op{{'d', 0xff, 0}, {'s', i8042StatusIdle | i8042StatusOBF, 0}, {'r', 0xfa, 0}, {'r', 0xaa, 0}, {'s', i8042StatusIdle, 0}}},
