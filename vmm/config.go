@@ -1,11 +1,16 @@
 package vmm
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
+
+	"godwit/devices/tap"
+	virtionet "godwit/devices/virtio/net"
 )
 
 // MaxCPUs is the largest number of vCPUs a VM may have (the MP table's limit).
@@ -102,6 +107,106 @@ func (d DiskConfig) String() string {
 	return "path=" + d.Path
 }
 
+// MaxNets is the largest number of virtio-net devices a VM may have.
+const MaxNets = 8
+
+// NetConfig is one virtio-net device on a Linux tap.
+type NetConfig struct {
+	// Tap is the name of the host's tap interface; it is created when
+	// absent (and then disappears with the VM).
+	Tap string
+	// MAC is the guest's address. Zero means a random locally
+	// administered unicast address, drawn when the VM is created; it
+	// then travels with the VM in a migration.
+	MAC [6]byte
+}
+
+// ParseNet parses a --net flag: tap=NAME[,mac=MAC]. Keys may come in any
+// order; the MAC is six colon-separated hex bytes, unicast.
+func ParseNet(s string) (NetConfig, error) {
+	var n NetConfig
+	seen := map[string]bool{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || seen[k] {
+			return NetConfig{}, fmt.Errorf("--net %q: want tap=NAME[,mac=MAC]", s)
+		}
+		seen[k] = true
+		switch k {
+		case "tap":
+			if err := tap.ValidName(v); err != nil {
+				return NetConfig{}, fmt.Errorf("--net %q: %v", s, err)
+			}
+			n.Tap = v
+		case "mac":
+			mac, err := parseMAC(v)
+			if err != nil {
+				return NetConfig{}, fmt.Errorf("--net %q: %v", s, err)
+			}
+			n.MAC = mac
+		default:
+			return NetConfig{}, fmt.Errorf("--net %q: unknown key %q (want tap, mac)", s, k)
+		}
+	}
+	if n.Tap == "" {
+		return NetConfig{}, fmt.Errorf("--net %q: tap=NAME is missing", s)
+	}
+	return n, nil
+}
+
+// parseMAC parses a unicast, non-zero EUI-48 address written as six
+// colon- or dash-separated hex bytes.
+func parseMAC(s string) ([6]byte, error) {
+	var mac [6]byte
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 || strings.Contains(s, ".") {
+		return mac, fmt.Errorf("MAC %q: want six hex bytes like 52:54:00:12:34:56", s)
+	}
+	copy(mac[:], hw)
+	if err := virtionet.CheckMAC(mac); err != nil {
+		return mac, err
+	}
+	return mac, nil
+}
+
+// String returns the flag form of the device.
+func (n NetConfig) String() string {
+	if n.MAC == [6]byte{} {
+		return "tap=" + n.Tap
+	}
+	return "tap=" + n.Tap + ",mac=" + virtionet.FormatMAC(n.MAC)
+}
+
+// randomMAC returns a random locally administered unicast MAC address
+// (bit 1 of the first byte set, bit 0 clear) different from those in
+// taken.
+func randomMAC(taken map[[6]byte]bool) [6]byte {
+	for {
+		var mac [6]byte
+		rand.Read(mac[:])
+		mac[0] = mac[0]&^1 | 2
+		if !taken[mac] && virtionet.CheckMAC(mac) == nil {
+			return mac
+		}
+	}
+}
+
+// withMACs returns nets with a random MAC for every device that has none.
+func withMACs(nets []NetConfig) []NetConfig {
+	out := append([]NetConfig(nil), nets...)
+	taken := map[[6]byte]bool{}
+	for _, n := range out {
+		taken[n.MAC] = true
+	}
+	for i := range out {
+		if out[i].MAC == [6]byte{} {
+			out[i].MAC = randomMAC(taken)
+			taken[out[i].MAC] = true
+		}
+	}
+	return out
+}
+
 // Config is everything needed to create a VM. The CLI fills it from flags.
 type Config struct {
 	// MemoryBytes is the guest RAM size.
@@ -132,6 +237,13 @@ type Config struct {
 	// OLD=NEW`); source paths not in it are opened as they are (shared
 	// storage mounted at the same place).
 	DiskMap map[string]string
+	// Nets are virtio-net devices on taps, one PCI function each, added
+	// after the disks in this order (the guest's eth0, eth1, ...).
+	Nets []NetConfig
+	// TapMap, for an incoming VM only, maps the tap name of a source
+	// network device to the tap to use here (`godwit receive --tap-map
+	// OLD=NEW`); unmapped devices use the source's tap name.
+	TapMap map[string]string
 	// ACPI gives a Linux guest ACPI tables (FADT, MADT, DSDT with S5 and
 	// the PCI host bridge), so that it can power off. Opt-in for now: with
 	// ACPI, about one boot in three hangs in the nested test host (open
@@ -183,10 +295,60 @@ func (c *Config) Validate() error {
 	if len(c.DiskMap) > 0 && !c.Incoming {
 		return errors.New("a disk map applies only to an incoming VM")
 	}
+	if err := checkNets(c.Nets); err != nil {
+		return err
+	}
+	if len(c.TapMap) > 0 && !c.Incoming {
+		return errors.New("a tap map applies only to an incoming VM")
+	}
+	if err := CheckTapMap(c.TapMap); err != nil {
+		return err
+	}
 	if c.Serial.Out == nil {
 		if _, err := ParseSerial(c.Serial.String()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// CheckTapMap checks the taps of a --tap-map: the local names must be
+// valid interface names (the source's names are matched as they are).
+func CheckTapMap(m map[string]string) error {
+	for old, local := range m {
+		if err := tap.ValidName(local); err != nil {
+			return fmt.Errorf("--tap-map %s=%s: %v", old, local, err)
+		}
+	}
+	return nil
+}
+
+// checkNets validates network devices: their number, tap names (each tap
+// once: a tap has one holder) and MACs (unicast, each once).
+func checkNets(nets []NetConfig) error {
+	if len(nets) > MaxNets {
+		return fmt.Errorf("%d network devices, at most %d", len(nets), MaxNets)
+	}
+	taps := map[string]bool{}
+	macs := map[[6]byte]bool{}
+	for i, n := range nets {
+		if err := tap.ValidName(n.Tap); err != nil {
+			return fmt.Errorf("network device %d: %v", i, err)
+		}
+		if taps[n.Tap] {
+			return fmt.Errorf("network device %d: tap %s is used twice", i, n.Tap)
+		}
+		taps[n.Tap] = true
+		if n.MAC == [6]byte{} {
+			continue
+		}
+		if err := virtionet.CheckMAC(n.MAC); err != nil {
+			return fmt.Errorf("network device %d: %v", i, err)
+		}
+		if macs[n.MAC] {
+			return fmt.Errorf("network device %d: MAC %s is used twice", i, virtionet.FormatMAC(n.MAC))
+		}
+		macs[n.MAC] = true
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	virtionet "godwit/devices/virtio/net"
 	"godwit/migrate"
 	"godwit/test/guest"
 	"godwit/vmm/kvm"
@@ -40,8 +41,8 @@ type MigrationConfig struct {
 	Initrd  string `json:"initrd,omitempty"`
 	Cmdline string `json:"cmdline,omitempty"`
 	// Devices are the PCI devices in bus order ("virtio-rng",
-	// "virtio-blk"); the destination adds the same devices in the same
-	// order, so slots, BARs and saved state line up.
+	// "virtio-blk", "virtio-net"); the destination adds the same devices
+	// in the same order, so slots, BARs and saved state line up.
 	Devices []string `json:"devices,omitempty"`
 	// Disks are the disks of the virtio-blk devices, in order. The
 	// destination opens each image at its source path, or where
@@ -49,6 +50,19 @@ type MigrationConfig struct {
 	// image), and refuses the migration before any page moves if one
 	// cannot be opened or has another size.
 	Disks []MigrationDisk `json:"disks,omitempty"`
+	// Nets are the virtio-net devices, in order: the tap each uses on
+	// the source and the guest's MAC. The destination opens the tap of
+	// the same name, or the one Config.TapMap maps it to, and gives the
+	// device the same MAC.
+	Nets []MigrationNet `json:"nets,omitempty"`
+}
+
+// MigrationNet is one network device in the migration handshake.
+type MigrationNet struct {
+	// Tap is the tap's name on the source.
+	Tap string `json:"tap"`
+	// MAC is the guest's address, six colon-separated hex bytes.
+	MAC string `json:"mac"`
 }
 
 // MigrationDisk is one disk in the migration handshake.
@@ -97,6 +111,7 @@ func (v *VM) Config() ([]byte, error) {
 		Cmdline:     v.cfg.Cmdline,
 		Devices:     v.cfg.pciDevices(),
 		Disks:       v.migrationDisks(),
+		Nets:        v.migrationNets(),
 	}
 	cpuid := v.vcpus[0].cpuid
 	for _, l := range featureLeaves {
@@ -133,7 +148,13 @@ func ParseMigrationConfig(b []byte) (MigrationConfig, error) {
 			return mc, fmt.Errorf("VM configuration: disk %d has no path", i)
 		}
 	}
-	if err := checkDeviceList(mc.Devices, len(mc.Disks)); err != nil {
+	if len(mc.Nets) > MaxNets {
+		return mc, fmt.Errorf("VM configuration: %d network devices, this godwit supports up to %d", len(mc.Nets), MaxNets)
+	}
+	if _, err := sourceNets(mc.Nets); err != nil {
+		return mc, fmt.Errorf("VM configuration: %w", err)
+	}
+	if err := checkDeviceList(mc.Devices, len(mc.Disks), len(mc.Nets)); err != nil {
 		return mc, fmt.Errorf("VM configuration: %w", err)
 	}
 	if mc.TestGuest != nil {
@@ -182,7 +203,11 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	configDevices(&local, mc.Devices, disks)
+	nets, err := incomingNets(mc.Nets, local.TapMap)
+	if err != nil {
+		return nil, err
+	}
+	configDevices(&local, mc.Devices, disks, nets)
 	v, err := newVM(local, mc.TestGuest)
 	if err != nil {
 		return nil, err
@@ -243,6 +268,68 @@ func incomingDisks(src []MigrationDisk, diskMap map[string]string) ([]DiskConfig
 		return nil, fmt.Errorf("--disk-map %q: the source VM has no such disk (its disks: %q)", unused, have)
 	}
 	return out, nil
+}
+
+// migrationNets describes the VM's network devices for the handshake.
+func (v *VM) migrationNets() []MigrationNet {
+	var out []MigrationNet
+	for _, n := range v.cfg.Nets {
+		out = append(out, MigrationNet{Tap: n.Tap, MAC: virtionet.FormatMAC(n.MAC)})
+	}
+	return out
+}
+
+// sourceNets decodes the handshake's network devices: valid tap names and
+// MACs, each tap and MAC once.
+func sourceNets(src []MigrationNet) ([]NetConfig, error) {
+	var out []NetConfig
+	for i, n := range src {
+		mac, err := parseMAC(n.MAC)
+		if err != nil {
+			return nil, fmt.Errorf("network device %d: %v", i, err)
+		}
+		out = append(out, NetConfig{Tap: n.Tap, MAC: mac})
+	}
+	if err := checkNets(out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// incomingNets returns the network devices of an incoming VM: the source's
+// MACs, on the taps tapMap maps the source's to (source tap → local tap),
+// or on taps of the source's names. A map entry that names no source tap
+// is an error, like one that maps two devices onto one tap.
+func incomingNets(src []MigrationNet, tapMap map[string]string) ([]NetConfig, error) {
+	nets, err := sourceNets(src)
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for i := range nets {
+		if t, ok := tapMap[nets[i].Tap]; ok {
+			used[nets[i].Tap] = true
+			nets[i].Tap = t
+		}
+	}
+	var unused []string
+	for k := range tapMap {
+		if !used[k] {
+			unused = append(unused, k)
+		}
+	}
+	if len(unused) > 0 {
+		slices.Sort(unused)
+		var have []string
+		for _, n := range src {
+			have = append(have, n.Tap)
+		}
+		return nil, fmt.Errorf("--tap-map %q: the source VM has no such tap (its taps: %q)", unused, have)
+	}
+	if err := checkNets(nets); err != nil {
+		return nil, fmt.Errorf("--tap-map: %w", err)
+	}
+	return nets, nil
 }
 
 // checkIncomingDisks checks that the images this side opened have the
@@ -388,5 +475,13 @@ func (v *VM) throttleLoop() {
 }
 
 // Start implements migrate.Target: it starts the restored VM's vCPUs (and
-// its control API). Wait blocks until it stops.
-func (v *VM) Start(ctx context.Context) error { return v.start() }
+// its control API), then has every network device announce the guest from
+// here (VMM-sent RARP frames and, where the guest's driver supports it, the
+// guest's own gratuitous ARP). Wait blocks until the VM stops.
+func (v *VM) Start(ctx context.Context) error {
+	if err := v.start(); err != nil {
+		return err
+	}
+	v.announceNICs()
+	return nil
+}

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 
 	"godwit/devices/pci"
+	"godwit/devices/tap"
 	"godwit/devices/virtio"
 	"godwit/devices/virtio/blk"
+	virtionet "godwit/devices/virtio/net"
 	"godwit/devices/virtio/rng"
 	"godwit/migrate"
 	"godwit/vmm/boot"
@@ -38,6 +41,7 @@ import (
 const (
 	pciDeviceRNG = "virtio-rng"
 	pciDeviceBlk = "virtio-blk"
+	pciDeviceNet = "virtio-net"
 )
 
 // Section IDs and versions of the PCI state.
@@ -55,12 +59,15 @@ type pciDevice struct {
 	name string
 	t    *virtio.Transport
 	slot uint8
-	disk *blk.Disk // the backend of a virtio-blk device, else nil
+	disk *blk.Disk         // the backend of a virtio-blk device, else nil
+	nic  *virtionet.Device // the backend of a virtio-net device, else nil
+	tap  string            // the tap of a virtio-net device
 }
 
 // pciDevices returns the kinds of PCI devices cfg asks for, in the order
 // they are added to the bus: the entropy device, then one virtio-blk
-// device per disk in Config.Disks order.
+// device per disk in Config.Disks order, then one virtio-net device per
+// tap in Config.Nets order.
 func (c *Config) pciDevices() []string {
 	var out []string
 	if c.RNG {
@@ -68,6 +75,9 @@ func (c *Config) pciDevices() []string {
 	}
 	for range c.Disks {
 		out = append(out, pciDeviceBlk)
+	}
+	for range c.Nets {
+		out = append(out, pciDeviceNet)
 	}
 	return out
 }
@@ -85,6 +95,18 @@ func (c *Config) newVirtioDevice(kind string, index int) (virtio.Device, error) 
 	case pciDeviceBlk:
 		d := c.Disks[index]
 		return blk.Open(d.Path, blk.Options{ReadOnly: d.ReadOnly, Serial: diskSerial(index)})
+	case pciDeviceNet:
+		n := c.Nets[index]
+		t, err := tap.Open(n.Tap)
+		if err != nil {
+			return nil, err
+		}
+		dev, err := virtionet.New(t, virtionet.Options{MAC: n.MAC})
+		if err != nil {
+			t.Close()
+			return nil, err
+		}
+		return dev, nil
 	}
 	return nil, fmt.Errorf("unknown PCI device %q", kind)
 }
@@ -110,16 +132,21 @@ func (v *VM) setupPCI() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		count[kind]++
 		disk, _ := dev.(*blk.Disk)
+		nic, _ := dev.(*virtionet.Device)
 		t, err := virtio.NewTransport(dev, v.mem, msiSender{v})
 		if err != nil {
-			if disk != nil {
-				disk.Close()
+			if c, ok := dev.(io.Closer); ok {
+				c.Close()
 			}
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		d := &pciDevice{name: name, t: t, disk: disk}
+		d := &pciDevice{name: name, t: t, disk: disk, nic: nic}
+		if nic != nil {
+			d.tap = v.cfg.Nets[count[kind]].Tap
+			v.log.Info("network device", "name", name, "tap", d.tap, "mac", virtionet.FormatMAC(nic.MAC()))
+		}
+		count[kind]++
 		// Appended before Add so that Close releases it on any error.
 		v.pciDevs = append(v.pciDevs, d)
 		if d.slot, err = bus.Add(t); err != nil {
@@ -191,20 +218,52 @@ func (v *VM) resumeDevices() error {
 }
 
 // closeDevices stops every device worker for good, then closes the disk
-// images. It is idempotent.
+// images and the taps. It is idempotent.
 func (v *VM) closeDevices() error {
 	var errs []error
 	for _, d := range v.pciDevs {
 		errs = append(errs, d.t.Close())
 	}
 	for _, d := range v.pciDevs {
-		if d.disk != nil {
-			if err := d.disk.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-				errs = append(errs, fmt.Errorf("closing %s: %w", d.name, err))
-			}
+		var c io.Closer
+		switch {
+		case d.disk != nil:
+			c = d.disk
+		case d.nic != nil:
+			c = d.nic
+		default:
+			continue
+		}
+		if err := c.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, fmt.Errorf("closing %s: %w", d.name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// NICs returns the VM's virtio-net devices in Config.Nets order.
+func (v *VM) NICs() []*virtionet.Device {
+	var out []*virtionet.Device
+	for _, d := range v.pciDevs {
+		if d.nic != nil {
+			out = append(out, d.nic)
+		}
+	}
+	return out
+}
+
+// announceNICs makes every network device announce the guest (RARP from
+// the tap, and the guest's own announcement where its driver supports
+// it): a migrated VM calls it once it runs on the destination, so that
+// the network delivers the guest's traffic to this host's taps.
+func (v *VM) announceNICs() {
+	for _, d := range v.pciDevs {
+		if d.nic != nil {
+			guest := d.nic.Announce()
+			v.log.Info("announcing the guest on the network", "name", d.name, "tap", d.tap,
+				"mac", virtionet.FormatMAC(d.nic.MAC()), "guest_announce", guest)
+		}
+	}
 }
 
 // Disks returns the VM's virtio-blk disks in Config.Disks order, for a
@@ -303,26 +362,32 @@ func (v *VM) restorePCIState(byID map[string]migrate.Section) error {
 }
 
 // configDevices sets the device options of cfg from a migration device
-// list and the disks to open for its virtio-blk devices.
-func configDevices(cfg *Config, kinds []string, disks []DiskConfig) {
+// list, the disks to open for its virtio-blk devices and the taps of its
+// virtio-net devices.
+func configDevices(cfg *Config, kinds []string, disks []DiskConfig, nets []NetConfig) {
 	cfg.RNG = slices.Contains(kinds, pciDeviceRNG)
 	cfg.Disks = disks
+	cfg.Nets = nets
 }
 
 // checkDeviceList checks a migration device list: known kinds, one
-// virtio-blk device per disk of the configuration, in the order a VM
-// configured with them would add them.
-func checkDeviceList(kinds []string, disks int) error {
+// virtio-blk device per disk and one virtio-net device per network device
+// of the configuration, in the order a VM configured with them would add
+// them.
+func checkDeviceList(kinds []string, disks, nets int) error {
 	for _, k := range kinds {
-		if k != pciDeviceRNG && k != pciDeviceBlk {
+		if k != pciDeviceRNG && k != pciDeviceBlk && k != pciDeviceNet {
 			return fmt.Errorf("unknown PCI device %q", k)
 		}
 	}
 	if n := countKind(kinds, pciDeviceBlk); n != disks {
 		return fmt.Errorf("%d virtio-blk devices for %d disks", n, disks)
 	}
+	if n := countKind(kinds, pciDeviceNet); n != nets {
+		return fmt.Errorf("%d virtio-net devices for %d network devices", n, nets)
+	}
 	var cfg Config
-	configDevices(&cfg, kinds, make([]DiskConfig, disks))
+	configDevices(&cfg, kinds, make([]DiskConfig, disks), make([]NetConfig, nets))
 	if want := cfg.pciDevices(); !slices.Equal(want, kinds) {
 		return fmt.Errorf("PCI devices %q: this godwit would add %q", kinds, want)
 	}

@@ -233,7 +233,7 @@ func TestMigrationDeviceList(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			configDevices(&cfg, mc.Devices, disks)
+			configDevices(&cfg, mc.Devices, disks, nil)
 			if cfg.RNG != tc.rng {
 				t.Fatalf("RNG = %v, want %v", cfg.RNG, tc.rng)
 			}

@@ -97,6 +97,9 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Network devices without a MAC get a random one now: the VM keeps
+	// it, and a migration carries it to the destination.
+	cfg.Nets = withMACs(cfg.Nets)
 	v := &VM{cfg: cfg, log: cfg.Log, state: "created", stopped: make(chan struct{}), guestParam: incoming}
 	if v.log == nil {
 		v.log = slog.Default()

@@ -25,9 +25,11 @@ func pingpongCommand() *cli.Command {
 		&cli.BoolFlag{Name: "console", Usage: "echo the guest console, prefixed with the instance name, to stderr"},
 	}
 	// The VM flags of `godwit run`, passed on to the first instance.
+	// Not --net: the instances run on one host, and a tap has one holder
+	// at a time, so every hop would need another tap (receive --tap-map).
 	for _, f := range vmFlags() {
 		switch f.Names()[0] {
-		case "api-sock", "serial", "log-level":
+		case "api-sock", "serial", "log-level", "net":
 		default:
 			flags = append(flags, f)
 		}

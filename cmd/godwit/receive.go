@@ -27,7 +27,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: 30 * time.Second, Usage: "fail when the source sends nothing for this long"},
 			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk image OLD (the path its --disk gave) as NEW here; unmapped images are opened at the source's path (repeatable)"},
-			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's tap OLD to NEW here (repeatable)"},
+			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's network device on tap OLD to tap NEW here (created when absent); unmapped devices use a tap of the source's name (repeatable)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		},
 		Action: runReceive,
@@ -48,7 +48,14 @@ func runReceive(c *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("map %q: want OLD=NEW", m), 2)
 		}
 	}
-	diskMap, err := parseDiskMap(c.StringSlice("disk-map"))
+	diskMap, err := parseMap("--disk-map", c.StringSlice("disk-map"))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	tapMap, err := parseMap("--tap-map", c.StringSlice("tap-map"))
+	if err == nil {
+		err = vmm.CheckTapMap(tapMap)
+	}
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
@@ -77,7 +84,7 @@ func runReceive(c *cli.Context) error {
 		return cli.Exit("waiting for the source: "+err.Error(), 1)
 	}
 	defer conn.Close()
-	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap}
+	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap, TapMap: tapMap}
 	// An incoming VM's RAM is a fresh memfd: zero until the stream writes
 	// it (NewIncoming loads no guest and no device writes RAM before the
 	// VM runs), so zero pages need no work (ReceiveOptions.AssumeZeroed).
@@ -105,23 +112,24 @@ func runReceive(c *cli.Context) error {
 	return nil
 }
 
-// parseDiskMap turns --disk-map OLD=NEW flags into a map from the source's
-// image path to the path to open here. OLD is matched exactly against the
-// path the source VM was given; mapping one source disk twice is an error.
-func parseDiskMap(flags []string) (map[string]string, error) {
+// parseMap turns OLD=NEW flags (--disk-map, --tap-map) into a map from the
+// source's name (the image path or tap name the source VM was given,
+// matched exactly) to the one to use here; mapping one name twice is an
+// error.
+func parseMap(flag string, flags []string) (map[string]string, error) {
 	if len(flags) == 0 {
 		return nil, nil
 	}
 	m := make(map[string]string, len(flags))
 	for _, f := range flags {
-		old, img, ok := strings.Cut(f, "=")
-		if !ok || old == "" || img == "" {
-			return nil, fmt.Errorf("--disk-map %q: want OLD=NEW", f)
+		old, local, ok := strings.Cut(f, "=")
+		if !ok || old == "" || local == "" {
+			return nil, fmt.Errorf("%s %q: want OLD=NEW", flag, f)
 		}
 		if _, dup := m[old]; dup {
-			return nil, fmt.Errorf("--disk-map: %s is mapped twice", old)
+			return nil, fmt.Errorf("%s: %s is mapped twice", flag, old)
 		}
-		m[old] = img
+		m[old] = local
 	}
 	return m, nil
 }

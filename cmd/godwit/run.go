@@ -25,6 +25,7 @@ func vmFlags() []cli.Flag {
 		&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API"},
 		&cli.BoolFlag{Name: "rng", Usage: "add a virtio entropy device (virtio-rng on PCI) fed by the host's getrandom(2)"},
 		&cli.StringSliceFlag{Name: "disk", Usage: "add a virtio-blk disk over a raw image: path=FILE[,readonly=on] (repeatable; vda, vdb, ... in order)"},
+		&cli.StringSliceFlag{Name: "net", Usage: "add a virtio-net device on a Linux tap: tap=NAME[,mac=MAC] (repeatable; eth0, eth1, ... in order; the tap is created when absent; without mac= a random locally administered one)"},
 		&cli.StringSliceFlag{Name: "guest-arg", Usage: "embedded test guest parameter key=value (repeatable)"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 	}
@@ -60,6 +61,14 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 		}
 		disks = append(disks, d)
 	}
+	var nets []vmm.NetConfig
+	for _, s := range c.StringSlice("net") {
+		n, err := vmm.ParseNet(s)
+		if err != nil {
+			return vmm.Config{}, cli.Exit(err.Error(), 2)
+		}
+		nets = append(nets, n)
+	}
 	cfg := vmm.Config{
 		MemoryBytes: mem,
 		CPUs:        c.Int("cpus"),
@@ -73,6 +82,7 @@ func vmConfig(c *cli.Context) (vmm.Config, error) {
 		APISocket:   c.String("api-sock"),
 		RNG:         c.Bool("rng"),
 		Disks:       disks,
+		Nets:        nets,
 		Log:         log,
 	}
 	if err := cfg.Validate(); err != nil {

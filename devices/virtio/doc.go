@@ -1,7 +1,7 @@
 // Package virtio implements virtio 1.2 devices for godwit: the split
 // virtqueue (virtio 1.2 §2.7) over bounds-checked guest memory and the
 // modern virtio-pci transport (§4.1, VIRTIO_F_VERSION_1 only). Device
-// backends (rng/, later blk/ and net/) implement Device; the Transport
+// backends (rng/, blk/, net/) implement Device; the Transport
 // owns everything common to all of them: feature negotiation, device
 // status, queue configuration and queue state, interrupts (MSI-X with an
 // INTx fallback), notifications, a worker goroutine per device, pause and

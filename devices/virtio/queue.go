@@ -155,6 +155,23 @@ func (q *Queue) Pop() (*Chain, error) {
 	return c, nil
 }
 
+// Unpop gives back the last n chains taken with Pop and not returned with
+// PushUsed: the next Pop takes them again, in the same order. The driver
+// may not change a chain it made available until the device uses it
+// (§2.7.13), so the chains read back identical. A receive queue uses it
+// to leave buffers in the ring when a packet does not fit in what is
+// available yet (QEMU's virtqueue_unpop).
+func (q *Queue) Unpop(n int) error {
+	if q.broken != nil {
+		return q.broken
+	}
+	if n < 0 || n > int(q.lastAvail-q.usedIdx) {
+		return fmt.Errorf("virtqueue: Unpop of %d chains with %d outstanding", n, q.lastAvail-q.usedIdx)
+	}
+	q.lastAvail -= uint16(n)
+	return nil
+}
+
 // PushUsed returns the chain with head id to the driver with written bytes
 // written into its writable buffers (§2.7.8). The used element is written
 // before the used index, so the driver never sees a half-written entry.

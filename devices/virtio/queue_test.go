@@ -342,3 +342,47 @@ func FuzzQueueChains(f *testing.F) {
 		}
 	})
 }
+
+func TestUnpop(t *testing.T) {
+	q, mem := testQueue(t, false, false)
+	if err := q.Unpop(1); err == nil {
+		t.Error("Unpop with nothing outstanding accepted")
+	}
+	for i := uint16(0); i < 3; i++ {
+		putDesc(mem, tDesc, i, tBuf+0x100*uint64(i), 10+uint32(i), descFWrite, 0)
+		publish(mem, i, i)
+	}
+	var heads []uint16
+	for i := 0; i < 3; i++ {
+		c, err := q.Pop()
+		if err != nil || c == nil {
+			t.Fatalf("pop %d: %v %v", i, c, err)
+		}
+		heads = append(heads, c.Head)
+	}
+	if err := q.PushUsed(heads[0], 1); err != nil {
+		t.Fatal(err)
+	}
+	// Two chains are outstanding: three cannot be given back.
+	if err := q.Unpop(3); err == nil {
+		t.Error("Unpop of more chains than outstanding accepted")
+	}
+	if err := q.Unpop(-1); err == nil {
+		t.Error("Unpop(-1) accepted")
+	}
+	if err := q.Unpop(2); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range heads[1:] {
+		c, err := q.Pop()
+		if err != nil || c == nil || c.Head != want || c.Writable[0].Len != 10+uint32(want) {
+			t.Fatalf("after Unpop: %+v %v, want head %d", c, err, want)
+		}
+	}
+	if c, err := q.Pop(); c != nil || err != nil {
+		t.Fatalf("ring should be empty: %+v %v", c, err)
+	}
+	if err := q.Unpop(0); err != nil {
+		t.Errorf("Unpop(0): %v", err)
+	}
+}

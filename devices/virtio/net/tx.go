@@ -1,0 +1,101 @@
+package net
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"godwit/devices/virtio"
+	"godwit/vmm/memory"
+)
+
+// processTx writes every available transmit packet to the tap and returns
+// its chain (used length 0: the device writes nothing into transmit
+// buffers, §5.1.6.2).
+func (d *Device) processTx(q *virtio.Queue, features uint64) error {
+	if d.txBuf == nil {
+		d.txBuf = make([]byte, maxPacket)
+	}
+	mem := q.Memory()
+	for {
+		c, err := q.Pop()
+		if err != nil || c == nil {
+			return err
+		}
+		if err := d.transmit(mem, c, features); err != nil {
+			return err
+		}
+		if err := q.PushUsed(c.Head, 0); err != nil {
+			return err
+		}
+	}
+}
+
+// gather copies the first len(dst) bytes of bufs into dst; bufs hold at
+// least that much.
+func gather(mem *memory.Memory, bufs []virtio.Buffer, dst []byte) error {
+	pos := 0
+	for _, b := range bufs {
+		if pos == len(dst) {
+			break
+		}
+		n := min(int(b.Len), len(dst)-pos)
+		if err := mem.Read(b.Addr, dst[pos:pos+n]); err != nil {
+			return err
+		}
+		pos += n
+	}
+	return nil
+}
+
+// transmit sends one packet: the chain's device-readable bytes are the
+// header and the frame, split over the descriptors in any way (§2.7.4).
+// A chain without a whole header breaks the queue; a packet the tap must
+// not get is dropped and counted.
+func (d *Device) transmit(mem *memory.Memory, c *virtio.Chain, features uint64) error {
+	n := c.ReadableLen()
+	if n < hdrSize {
+		return fmt.Errorf("%w: virtio-net transmit packet at descriptor %d has %d device-readable bytes, less than the %d-byte header", virtio.ErrQueueBroken, c.Head, n, hdrSize)
+	}
+	if n > maxPacket {
+		d.stats.txDropped.Add(1)
+		return nil
+	}
+	p := d.txBuf[:n]
+	if err := gather(mem, c.Readable, p); err != nil {
+		return fmt.Errorf("%w: virtio-net transmit packet at descriptor %d: %v", virtio.ErrQueueBroken, c.Head, err)
+	}
+	if !txValid(p, features) {
+		d.stats.txDropped.Add(1)
+		return nil
+	}
+	// §5.1.6.2: num_buffers is 0 on transmit; the tap ignores it anyway.
+	binary.LittleEndian.PutUint16(p[hdrNumBuffers:], 0)
+	if _, err := d.tap.Write(p); err != nil {
+		d.stats.txErrors.Add(1)
+		return nil
+	}
+	d.stats.txFrames.Add(1)
+	d.stats.txBytes.Add(n - hdrSize)
+	return nil
+}
+
+// txValid checks a transmit header against the negotiated features
+// (§5.1.6.2.1): no GSO (no VIRTIO_NET_F_HOST_TSO* is offered), no flag but
+// VIRTIO_NET_HDR_F_NEEDS_CSUM, and that one only with VIRTIO_NET_F_CSUM
+// and a checksum field inside the frame. The frame holds at least an
+// Ethernet header.
+func txValid(p []byte, features uint64) bool {
+	frame := len(p) - hdrSize
+	if frame < ethHeaderSize || p[hdrGSOType] != hdrGSONone {
+		return false
+	}
+	switch flags := p[hdrFlags]; flags {
+	case 0:
+		return true
+	case hdrFNeedsCsum:
+		start := int(binary.LittleEndian.Uint16(p[hdrCsumStart:]))
+		off := int(binary.LittleEndian.Uint16(p[hdrCsumOffset:]))
+		return features&FeatureCsum != 0 && start+off+2 <= frame
+	}
+	return false
+}
