@@ -56,7 +56,7 @@ step "integration tests"
 # run_integration ARGS...: run the integration test binary with ARGS,
 # directly or in the nested host, its output also in $ilog.
 ilog=$(mktemp)
-trap 'rm -f "$ilog"' EXIT
+trap 'rm -f "$ilog" "$ilog".*' EXIT
 run_integration() {
 	# The test binary runs in its package directory so testdata/ resolves.
 	if use_direct_kvm; then
@@ -79,37 +79,54 @@ run_integration() {
 	fi
 	return "${PIPESTATUS[0]}"
 }
-# flaky_failures prints the tests that failed in $ilog when every failure
-# shows the known nested-host symptoms, and fails otherwise.
-#
-# Known open bug: a guest in the nested host sometimes stops during boot,
-# with "guest triple fault" on a vCPU or silently (its clock stops and the
-# test's 3-minute limit expires); the cause is not found yet (see the
-# session notes). Tests that failed only that way run again, at most twice,
-# each retry reported loudly; any other failure fails at once.
-flaky_failures() {
-	local failed faults
-	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$ilog" | awk '{print $3}' | sort -u)
-	faults=$(grep -cE 'guest triple fault \(KVM_EXIT_SHUTDOWN\)|no guest (userspace|command start) within' "$ilog" || true)
-	((${#failed[@]} > 0 && faults >= ${#failed[@]})) || return 1
-	printf '%s\n' "${failed[@]}"
+# Known open bug: in the nested host (QEMU 7.2 TCG emulating SVM) guests
+# and the nested host itself sometimes break: a guest triple-faults (a #PF
+# on the instruction fetch right after an I/O exit, seen in KVM traces),
+# a guest stops making progress (the test's 3-minute limit expires), or
+# the nested host kernel panics with a corrupted kernel stack in the godwit
+# process, which ends the run. QEMU's own guests under the same nested KVM
+# hit it far less often; the cause is not found (see docs/testing.md).
+# A run whose failures all show one of these symptoms is retried, at most
+# twice, with every test that has not passed yet (so a nested host that
+# died mid-run still runs the rest); each retry is reported loudly, and any
+# other failure fails at once.
+known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no [a-zA-Z0-9 _-]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
+# passed_tests prints the top-level tests that passed in any run so far.
+passed_tests() {
+	grep -ohE '^--- PASS: Test[A-Za-z0-9_]+' "$@" | awk '{print $3}' | sort -u
 }
+# only_known_symptoms succeeds when the run logged in $1 failed only in the
+# known ways: every failed test (and a nested host that died) shows one.
+only_known_symptoms() {
+	local failed symptoms died=0
+	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$1" | awk '{print $3}' | sort -u)
+	symptoms=$(grep -cE "$known_symptoms" "$1" || true)
+	if grep -qE 'nested host stopped without|FAIL: timeout after' "$1"; then died=1; fi
+	((${#failed[@]} + died > 0 && symptoms >= ${#failed[@]})) || return 1
+}
+logs=()
+attempt=0
 # shellcheck disable=SC2086
-if ! run_integration $INTEGRATION_ARGS; then
-	for attempt in 1 2; do
-		if ! mapfile -t failed < <(flaky_failures) || ((${#failed[@]} == 0)); then
-			exit 1
-		fi
-		pattern=$(IFS='|'; echo "${failed[*]}")
-		warn "KNOWN FLAKE (retry $attempt of 2): ${failed[*]} failed only with a guest that stopped during boot; running them again"
-		if run_integration -test.run "^(${pattern})\$"; then
-			warn "KNOWN FLAKE: ${failed[*]} passed on retry $attempt (open bug: guests intermittently stop in the nested host)"
-			break
-		fi
-		if ((attempt == 2)); then
-			exit 1
-		fi
-	done
+until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"}; do
+	cp "$ilog" "$ilog.$attempt"
+	logs+=("$ilog.$attempt")
+	attempt=$((attempt + 1))
+	if ((attempt > 2)) || ! only_known_symptoms "$ilog"; then
+		exit 1
+	fi
+	if ((SECONDS - t > 16 * 60)); then
+		warn "no retry: the integration stage already took $(((SECONDS - t) / 60)) minutes"
+		exit 1
+	fi
+	mapfile -t passed < <(passed_tests "${logs[@]}")
+	skip_passed=""
+	if ((${#passed[@]})); then
+		skip_passed="^($(IFS='|'; echo "${passed[*]}"))\$"
+	fi
+	warn "KNOWN FLAKE (retry $attempt of 2): the run failed only with the known nested-host symptoms; running every test not passed yet"
+done
+if ((attempt > 0)); then
+	warn "KNOWN FLAKE: all tests passed after $attempt retries (open bug: guests and the nested host intermittently break under QEMU TCG)"
 fi
 timing integration "$t"
 print_timings

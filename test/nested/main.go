@@ -57,6 +57,7 @@ type options struct {
 	cache    string
 	appendK  string
 	kvmCheck bool
+	tcg      string
 }
 
 func main() {
@@ -80,8 +81,16 @@ func realMain() int {
 	fs.BoolVar(&o.printEnv, "print-env", false, "prepare the guest kernel and initramfs only and print GODWIT_KERNEL/GODWIT_INITRD as shell exports")
 	fs.StringVar(&o.cache, "cache", defaultCache(), "asset cache `dir` (env GODWIT_CACHE)")
 	fs.StringVar(&o.appendK, "append", "", "extra nested host kernel command line arguments")
+	fs.StringVar(&o.tcg, "tcg-thread", "multi", "QEMU TCG threading, `multi` (one host thread per vCPU) or single (env GODWIT_NESTED_TCG)")
 	fs.BoolVar(&o.kvmCheck, "kvm-check", false, "exit 0 if this machine's /dev/kvm can run the tests directly, 1 if the nested host is needed (GODWIT_NESTED=1 forces 1, =0 forces 0)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if v := os.Getenv("GODWIT_NESTED_TCG"); v != "" {
+		o.tcg = v
+	}
+	if o.tcg != "multi" && o.tcg != "single" {
+		logf("--tcg-thread must be multi or single, not %q", o.tcg)
 		return 2
 	}
 	if o.kvmCheck {

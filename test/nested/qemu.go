@@ -45,7 +45,7 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 		cmdline += " " + o.appendK
 	}
 	args := []string{
-		"-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "max",
+		"-M", "q35", "-accel", "tcg,thread=" + o.tcg, "-cpu", "max",
 		"-smp", fmt.Sprint(o.smp), "-m", fmt.Sprint(o.mem),
 		"-nographic", "-nic", "none", "-no-reboot",
 		"-kernel", a.vmlinuz, "-initrd", initrd, "-append", cmdline,
