@@ -118,13 +118,16 @@ func (v *VM) setupPCI() error {
 	if len(kinds) == 0 {
 		return nil
 	}
+	notify := newNotifiers(v.log)
 	bus, err := pci.NewBus(pci.BusConfig{
-		INTx: func(gsi uint8) pci.INTxLine { return irqLine{vm: v, irq: uint32(gsi)} },
+		INTx:     func(gsi uint8) pci.INTxLine { return irqLine{vm: v, irq: uint32(gsi)} },
+		OnDecode: notify.sync,
 	})
 	if err != nil {
 		return err
 	}
 	v.pci = bus
+	v.notify = notify
 	count := map[string]int{}
 	for _, kind := range kinds {
 		name := fmt.Sprintf("%s%d", kind, count[kind])
@@ -150,6 +153,9 @@ func (v *VM) setupPCI() error {
 		// Appended before Add so that Close releases it on any error.
 		v.pciDevs = append(v.pciDevs, d)
 		if d.slot, err = bus.Add(t); err != nil {
+			return fmt.Errorf("%s: %w", d.name, err)
+		}
+		if err := notify.addTransport(d.name, t); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
 		v.log.Debug("PCI device", "name", d.name, "slot", d.slot)
@@ -217,9 +223,13 @@ func (v *VM) resumeDevices() error {
 	return errors.Join(errs...)
 }
 
-// closeDevices stops every device worker for good, then closes the disk
-// images and the taps. It is idempotent.
+// closeDevices deregisters the queue notification ioeventfds (so it must
+// run before the KVM VM is closed), stops every device worker for good,
+// then closes the disk images and the taps. It is idempotent.
 func (v *VM) closeDevices() error {
+	if v.notify != nil {
+		v.notify.close()
+	}
 	var errs []error
 	for _, d := range v.pciDevs {
 		errs = append(errs, d.t.Close())

@@ -57,6 +57,7 @@ type VM struct {
 	serial    *devices.Serial
 	pci       *pci.Bus     // nil without PCI devices (pci.go)
 	pciDevs   []*pciDevice // in bus order
+	notify    *notifiers   // queue notification ioeventfds; nil without PCI devices
 	console   *console
 	api       *api.Server
 
@@ -145,6 +146,9 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	if err := v.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
 		return nil, fmt.Errorf("creating in-kernel PIT: %w", err)
 	}
+	// After this, BAR changes (the guest's, or a migration restore's)
+	// move the registrations.
+	v.attachNotifiers()
 	for i, r := range v.mem.Regions() {
 		if err := v.vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
 			Slot:          r.Slot,

@@ -21,6 +21,15 @@ type BusConfig struct {
 	// INTx returns the line driving IOAPIC input gsi. nil, or a nil
 	// result, drops INTx for that input.
 	INTx func(gsi uint8) INTxLine
+	// OnDecode, if set, is called after the bus re-decodes the BARs: when
+	// a function is added, when the guest changes a BAR or a command
+	// register, and when a function's configuration space is restored.
+	// It runs on the goroutine that caused the change (a vCPU thread for
+	// guest writes), possibly with a device's own lock held, so it must
+	// not call back into the bus's configuration cycles; it reads the
+	// current BAR addresses with ConfigSpace.BARs. Concurrent changes may
+	// call it concurrently.
+	OnDecode func()
 }
 
 // Route is the INTx routing of one function: describe it to the guest with
@@ -46,8 +55,9 @@ type barDecode struct {
 // devices, and the MMIO window where their BARs live. It is safe for
 // concurrent use by several vCPU threads.
 type Bus struct {
-	gsis []uint8
-	intx func(gsi uint8) INTxLine
+	gsis     []uint8
+	intx     func(gsi uint8) INTxLine
+	onDecode func()
 
 	mu       sync.Mutex // serialises CONFIG_ADDRESS/CONFIG_DATA and Add
 	addr     uint32     // CONFIG_ADDRESS
@@ -71,7 +81,7 @@ func NewBus(cfg BusConfig) (*Bus, error) {
 	if len(gsis) == 0 {
 		return nil, fmt.Errorf("pci: no INTx GSIs")
 	}
-	b := &Bus{gsis: append([]uint8(nil), gsis...), intx: cfg.INTx, nextMMIO: WindowBase}
+	b := &Bus{gsis: append([]uint8(nil), gsis...), intx: cfg.INTx, onDecode: cfg.OnDecode, nextMMIO: WindowBase}
 	b.decode.Store(&[]barDecode{})
 	b.fns.Store(&[MaxSlots]Function{})
 	hb, err := NewHostBridge()

@@ -360,3 +360,52 @@ func TestStateRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestOnDecode checks that BusConfig.OnDecode runs after every change of
+// what the bus decodes, with the new BARs already visible.
+func TestOnDecode(t *testing.T) {
+	var fn *testFn
+	var calls int
+	var seen []BARMapping
+	b, err := NewBus(BusConfig{OnDecode: func() {
+		calls++
+		if fn != nil {
+			seen = fn.Config().BARs()
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 { // the host bridge
+		t.Fatalf("OnDecode calls after NewBus = %d, want 1", calls)
+	}
+	fn = newTestFn(t, nil)
+	if _, err := b.Add(fn); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 || len(seen) != 2 {
+		t.Fatalf("after Add: %d calls, BARs %+v", calls, seen)
+	}
+	saved, err := fn.Config().SaveState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgWrite(b, 1, RegBAR0, le32(0xd000_0000))
+	if calls != 3 || seen[0].Base != 0xd000_0000 {
+		t.Fatalf("after moving BAR 0: %d calls, BARs %+v", calls, seen)
+	}
+	cfgWrite(b, 1, RegCommand, le16(0))
+	if calls != 4 || len(seen) != 0 {
+		t.Fatalf("after disabling Memory Space: %d calls, BARs %+v", calls, seen)
+	}
+	cfgWrite(b, 1, RegCacheLineSize, []byte{0x10})
+	if calls != 4 {
+		t.Fatalf("a write that changes no BAR called OnDecode (%d calls)", calls)
+	}
+	if err := fn.Config().RestoreState(saved); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 5 || len(seen) != 2 || seen[0].Base == 0xd000_0000 {
+		t.Fatalf("after restore: %d calls, BARs %+v", calls, seen)
+	}
+}

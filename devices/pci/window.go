@@ -7,9 +7,18 @@ import (
 )
 
 // refresh rebuilds the BAR decode table from the functions' current BAR
-// registers and command registers. ConfigSpace calls it after the guest
-// changes either; it never runs with a ConfigSpace lock held.
+// registers and command registers, then calls BusConfig.OnDecode.
+// ConfigSpace calls it after the guest changes either; it never runs with
+// a ConfigSpace lock held.
 func (b *Bus) refresh() {
+	b.rebuild()
+	if b.onDecode != nil {
+		b.onDecode()
+	}
+}
+
+// rebuild is refresh without the OnDecode call.
+func (b *Bus) rebuild() {
 	b.decodeMu.Lock()
 	defer b.decodeMu.Unlock()
 	var d []barDecode

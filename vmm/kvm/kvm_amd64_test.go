@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -104,25 +105,7 @@ func TestRunRealModeGuest(t *testing.T) {
 	if err := vm.SetUserMemoryRegion(UserspaceMemoryRegion{Slot: 0, Flags: MemLogDirtyPages, MemorySize: ramSize, UserspaceAddr: uint64(ram.addr)}); err != nil {
 		t.Fatal(err)
 	}
-	cpu, err := vm.CreateVCPU(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cpu.Close()
-	if err := cpu.SetCPUID2(cpuid); err != nil {
-		t.Fatal(err)
-	}
-	sregs, err := cpu.GetSregs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sregs.CS.Base, sregs.CS.Selector = 0, 0
-	if err := cpu.SetSregs(sregs); err != nil {
-		t.Fatal(err)
-	}
-	if err := cpu.SetRegs(Regs{RIP: 0x1000, RFLAGS: 2}); err != nil {
-		t.Fatal(err)
-	}
+	cpu := realModeVCPU(t, vm, cpuid)
 
 	cpu.SetImmediateExit(true)
 	if err := cpu.Run(); !errors.Is(err, unix.EINTR) {
@@ -308,4 +291,116 @@ func TestStateRoundTrip(t *testing.T) {
 	must("IOEventFD assign", vm.IOEventFD(io))
 	io.Flags |= IOEventFDDeassign
 	must("IOEventFD deassign", vm.IOEventFD(io))
+}
+
+// ioEventGuest is 16-bit code loaded at 0x1000: a dword write to 0x10008
+// (an ioeventfd catches it, as a virtio queue notification), a byte write
+// to 0x1000C (an MMIO exit), then hlt.
+var ioEventGuest = []byte{
+	0xB8, 0x00, 0x10, //                                   mov ax, 0x1000
+	0x8E, 0xD8, //                                         mov ds, ax
+	0x66, 0xC7, 0x06, 0x08, 0x00, 0x01, 0x00, 0x00, 0x00, // mov dword [8], 1   -> eventfd
+	0xC6, 0x06, 0x0C, 0x00, 0x77, //                       mov byte [0xc], 0x77 -> MMIO write 0x1000C
+	0xF4, //                                               hlt
+}
+
+// TestIOEventFDMMIO registers a 4-byte MMIO ioeventfd and checks that the
+// guest's write signals the eventfd instead of exiting, that a second
+// registration of the same address is refused, and that it deregisters.
+func TestIOEventFDMMIO(t *testing.T) {
+	s := openOrSkip(t)
+	if n, err := s.CheckExtension(CapIOEventFD); err != nil || n == 0 {
+		t.Skipf("no KVM_CAP_IOEVENTFD: %d, %v", n, err)
+	}
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	if err := vm.SetTSSAddr(0xfffbd000); err != nil {
+		t.Fatal(err)
+	}
+	const ramSize = 0x10000
+	ram := newGuestRAM(t, ramSize)
+	ram.write(t, 0x1000, ioEventGuest)
+	if err := vm.SetUserMemoryRegion(UserspaceMemoryRegion{Slot: 0, MemorySize: ramSize, UserspaceAddr: uint64(ram.addr)}); err != nil {
+		t.Fatal(err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	efd2, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd2)
+	io := IOEventFD{Addr: 0x10008, Len: 4, FD: int32(efd)}
+	if err := vm.IOEventFD(io); err != nil {
+		t.Fatalf("assign: %v", err)
+	}
+	if err := vm.IOEventFD(IOEventFD{Addr: 0x10008, Len: 4, FD: int32(efd2)}); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("second assign at the same address = %v, want EEXIST", err)
+	}
+
+	cpu := realModeVCPU(t, vm, nil)
+	if err := cpu.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if r := cpu.ExitReason(); r != ExitMMIO {
+		t.Fatalf("first exit %v, want the MMIO write to 0x1000C", r)
+	}
+	if m, err := cpu.MMIO(); err != nil || m.Addr != 0x1000c || !m.IsWrite {
+		t.Fatalf("first exit MMIO %+v, %v, want the write to 0x1000C", m, err)
+	}
+	var buf [8]byte
+	if _, err := unix.Read(efd, buf[:]); err != nil {
+		t.Fatalf("eventfd not signalled: %v", err)
+	}
+	if n := binary.NativeEndian.Uint64(buf[:]); n != 1 {
+		t.Errorf("eventfd count %d, want 1", n)
+	}
+	if err := cpu.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if r := cpu.ExitReason(); r != ExitHLT {
+		t.Fatalf("second exit %v, want HLT", r)
+	}
+
+	io.Flags = IOEventFDDeassign
+	if err := vm.IOEventFD(io); err != nil {
+		t.Fatalf("deassign: %v", err)
+	}
+	if err := vm.IOEventFD(io); err == nil {
+		t.Error("deassigning twice succeeded")
+	}
+}
+
+// realModeVCPU creates vCPU 0 of vm in real mode at 0000:1000 (with cpuid
+// when not nil), closed when the test ends.
+func realModeVCPU(t *testing.T, vm *VM, cpuid *CPUID) *VCPU {
+	t.Helper()
+	cpu, err := vm.CreateVCPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cpu.Close() })
+	if cpuid != nil {
+		if err := cpu.SetCPUID2(cpuid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sregs, err := cpu.GetSregs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sregs.CS.Base, sregs.CS.Selector = 0, 0
+	if err := cpu.SetSregs(sregs); err != nil {
+		t.Fatal(err)
+	}
+	if err := cpu.SetRegs(Regs{RIP: 0x1000, RFLAGS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return cpu
 }

@@ -1,0 +1,285 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"godwit/devices/pci"
+	"godwit/devices/virtio"
+	"godwit/vmm/kvm"
+)
+
+// Virtqueue notifications through KVM ioeventfds.
+//
+// A driver notifies queue i with a 4-byte write to
+// virtio.NotifyAddress(BAR 0, i). Without help that write is an MMIO exit
+// handled on the vCPU thread (vcpu.go → MMIO bus → PCI window → the
+// transport's notify region). With KVM_IOEVENTFD, KVM instead signals an
+// eventfd and resumes the guest at once; a goroutine per queue, parked on
+// the Go poller, reads the eventfd and calls Transport.Notify. The MMIO
+// path stays: it serves other write sizes, queues whose registration
+// failed, and hosts without KVM_CAP_IOEVENTFD.
+//
+// Registrations follow BAR 0: the PCI bus calls notifiers.sync after every
+// re-decode (device added, guest moves a BAR or toggles Memory Space,
+// configuration space restored on a migration destination), and sync
+// moves each queue's registration to where the BAR now is, or drops it
+// while the BAR is not decoded. The eventfds and their goroutines live as
+// long as the VM, so a move never loses a notification already signalled.
+//
+// Pause and migration need nothing here: Notify only records the
+// notification and wakes the transport's worker, which the transport
+// holds while paused and runs on Resume; a restored transport services
+// every live queue once, covering a notification that was still in an
+// eventfd on the source when its state was saved.
+
+// ioEventFDs is the part of the KVM VM the notifiers use: *kvm.VM
+// implements it, tests fake it.
+type ioEventFDs interface {
+	IOEventFD(kvm.IOEventFD) error
+}
+
+// notifyLen is the width of a notify register write (one dword per queue,
+// notify_off_multiplier 4).
+const notifyLen = 4
+
+// notifyQueue is one virtqueue's eventfd and its KVM registration.
+type notifyQueue struct {
+	fd         int      // the eventfd; f owns it (never call f.Fd: it makes fd blocking)
+	f          *os.File // fd on the Go poller, read by the queue's goroutine
+	addr       uint64   // the registered guest-physical address
+	registered bool     // a KVM_IOEVENTFD assignment at addr is in place
+}
+
+// notifyDevice is the notify region of one virtio device.
+type notifyDevice struct {
+	name   string
+	nq     int
+	bar0   func() (base uint64, ok bool) // where BAR 0 is decoded now
+	notify func(queue int)
+	queues []*notifyQueue // nil until the notifiers are attached
+}
+
+// notifiers owns the ioeventfds of every virtio queue of a VM. Its methods
+// are safe for concurrent use; sync runs on vCPU threads.
+type notifiers struct {
+	log *slog.Logger
+
+	mu     sync.Mutex
+	kvm    ioEventFDs // nil until attached (or without ioeventfd support)
+	devs   []*notifyDevice
+	closed bool
+	logged bool // a registration failure was logged
+
+	readers sync.WaitGroup // one reader goroutine per open eventfd
+}
+
+// newNotifiers returns notifiers that register nothing until attached.
+func newNotifiers(log *slog.Logger) *notifiers {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &notifiers{log: log}
+}
+
+// add adds a device with nq queues whose BAR 0 bar0 reports and whose
+// notifications go to notify.
+func (n *notifiers) add(name string, nq int, bar0 func() (uint64, bool), notify func(int)) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("notifiers closed")
+	}
+	d := &notifyDevice{name: name, nq: nq, bar0: bar0, notify: notify}
+	n.devs = append(n.devs, d)
+	if n.kvm != nil {
+		if err := n.openLocked(d); err != nil {
+			return err
+		}
+		n.syncLocked()
+	}
+	return nil
+}
+
+// addTransport adds a virtio-pci transport.
+func (n *notifiers) addTransport(name string, t *virtio.Transport) error {
+	return n.add(name, t.Device().NumQueues(), func() (uint64, bool) { return transportBAR0(t) }, t.Notify)
+}
+
+// transportBAR0 returns where t's BAR 0 is decoded, if it is decoded
+// inside the PCI window (the only place the MMIO bus routes it to the
+// transport, so the only place a notification can be meant for it).
+func transportBAR0(t *virtio.Transport) (uint64, bool) {
+	for _, m := range t.Config().BARs() {
+		if m.Index != 0 {
+			continue
+		}
+		end := m.Base + m.Size
+		if m.Base < pci.WindowBase || end > pci.WindowEnd || end < m.Base {
+			return 0, false
+		}
+		return m.Base, true
+	}
+	return 0, false
+}
+
+// attach opens an eventfd and starts a reader for every queue, then
+// registers them with k where the BARs are now. On error nothing is
+// registered and notifications keep exiting to userspace.
+func (n *notifiers) attach(k ioEventFDs) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("notifiers closed")
+	}
+	if n.kvm != nil {
+		return errors.New("notifiers already attached")
+	}
+	for _, d := range n.devs {
+		if err := n.openLocked(d); err != nil {
+			for _, d := range n.devs {
+				n.closeDeviceLocked(d)
+			}
+			return err
+		}
+	}
+	n.kvm = k
+	n.syncLocked()
+	return nil
+}
+
+// openLocked opens d's eventfds and starts their readers; mu is held. On
+// error d has none.
+func (n *notifiers) openLocked(d *notifyDevice) error {
+	for i := 0; i < d.nq; i++ {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			n.closeDeviceLocked(d)
+			return fmt.Errorf("%s queue %d: eventfd: %w", d.name, i, err)
+		}
+		q := &notifyQueue{fd: fd, f: os.NewFile(uintptr(fd), fmt.Sprintf("%s-notify%d", d.name, i))}
+		d.queues = append(d.queues, q)
+		n.readers.Add(1)
+		go n.read(q.f, d.name, i, d.notify)
+	}
+	return nil
+}
+
+// read is the reader goroutine of one queue: every signal of its eventfd
+// (any number of guest writes, coalesced by the counter) becomes one
+// notify call. It returns when the eventfd is closed.
+func (n *notifiers) read(f *os.File, name string, i int, notify func(int)) {
+	defer n.readers.Done()
+	var buf [8]byte
+	for {
+		if _, err := f.Read(buf[:]); err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				n.log.Warn("reading a queue notification eventfd", "name", name, "queue", i, "err", err)
+			}
+			return
+		}
+		notify(i)
+	}
+}
+
+// sync moves every queue's registration to where its BAR 0 is decoded
+// now. The PCI bus calls it after every re-decode.
+func (n *notifiers) sync() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.syncLocked()
+}
+
+// syncLocked is sync with mu held.
+func (n *notifiers) syncLocked() {
+	if n.kvm == nil || n.closed {
+		return
+	}
+	for _, d := range n.devs {
+		base, mapped := d.bar0()
+		for i, q := range d.queues {
+			addr := virtio.NotifyAddress(base, i)
+			if q.registered && (!mapped || q.addr != addr) {
+				n.deassignLocked(d, i, q)
+			}
+			if mapped && !q.registered {
+				err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: addr, Len: notifyLen, FD: int32(q.fd)})
+				if err != nil {
+					n.failedLocked(d, i, addr, err)
+					continue
+				}
+				q.addr, q.registered = addr, true
+			}
+		}
+	}
+}
+
+// deassignLocked drops q's registration; mu is held. A failure is logged
+// and forgotten: the eventfd then keeps receiving writes to the old
+// address, which at worst are spurious notifications, until the VM is
+// closed.
+func (n *notifiers) deassignLocked(d *notifyDevice, i int, q *notifyQueue) {
+	err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: q.addr, Len: notifyLen, FD: int32(q.fd), Flags: kvm.IOEventFDDeassign})
+	if err != nil {
+		n.log.Warn("deregistering a queue notification ioeventfd", "name", d.name, "queue", i,
+			"addr", fmt.Sprintf("%#x", q.addr), "err", err)
+	}
+	q.registered = false
+}
+
+// failedLocked records a failed registration; the queue keeps MMIO exits.
+// Only the first failure is logged.
+func (n *notifiers) failedLocked(d *notifyDevice, i int, addr uint64, err error) {
+	if n.logged {
+		return
+	}
+	n.logged = true
+	n.log.Debug("queue notifications exit to userspace: KVM_IOEVENTFD failed", "name", d.name, "queue", i,
+		"addr", fmt.Sprintf("%#x", addr), "err", err)
+}
+
+// closeDeviceLocked deregisters and closes d's eventfds; mu is held.
+func (n *notifiers) closeDeviceLocked(d *notifyDevice) {
+	for i, q := range d.queues {
+		if q.registered {
+			n.deassignLocked(d, i, q)
+		}
+		q.f.Close() // wakes the reader, which returns
+	}
+	d.queues = nil
+}
+
+// close deregisters every ioeventfd, closes the eventfds and waits for the
+// readers to return. Call it before closing the KVM VM. It is idempotent.
+func (n *notifiers) close() {
+	n.mu.Lock()
+	if !n.closed {
+		n.closed = true
+		for _, d := range n.devs {
+			n.closeDeviceLocked(d)
+		}
+	}
+	n.mu.Unlock()
+	n.readers.Wait()
+}
+
+// attachNotifiers registers the queue notification ioeventfds with KVM.
+// Without KVM_CAP_IOEVENTFD, or if that fails, notifications keep exiting
+// to userspace; that is logged once, at debug level.
+func (v *VM) attachNotifiers() {
+	if v.notify == nil {
+		return
+	}
+	if n, err := v.sys.CheckExtension(kvm.CapIOEventFD); err != nil || n == 0 {
+		v.log.Debug("queue notifications exit to userspace: no KVM_CAP_IOEVENTFD", "err", err)
+		return
+	}
+	if err := v.notify.attach(v.vm); err != nil {
+		v.log.Debug("queue notifications exit to userspace", "err", err)
+	}
+}
