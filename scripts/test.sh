@@ -84,13 +84,14 @@ run_integration() {
 # on the instruction fetch right after an I/O exit, seen in KVM traces),
 # a guest stops making progress (the test's 3-minute limit expires), or
 # the nested host kernel panics with a corrupted kernel stack in the godwit
-# process, which ends the run. QEMU's own guests under the same nested KVM
+# process, which ends the run, or a godwit process stops answering its API
+# without logging why. QEMU's own guests under the same nested KVM
 # hit it far less often; the cause is not found (see docs/testing.md).
 # A run whose failures all show one of these symptoms is retried, at most
 # twice, with every test that has not passed yet (so a nested host that
 # died mid-run still runs the rest); each retry is reported loudly, and any
 # other failure fails at once.
-known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no [a-zA-Z0-9 _-]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
+known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [a-zA-Z0-9 _-]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
 # passed_tests prints the top-level tests that passed in any run so far.
 passed_tests() {
 	grep -ohE '^--- PASS: Test[A-Za-z0-9_]+' "$@" | awk '{print $3}' | sort -u
