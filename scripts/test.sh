@@ -112,7 +112,12 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	cp "$ilog" "$ilog.$attempt"
 	logs+=("$ilog.$attempt")
 	attempt=$((attempt + 1))
-	if ((attempt > 2)) || ! only_known_symptoms "$ilog"; then
+	if ((attempt > 2)); then
+		warn "no retry left: the run failed $attempt times"
+		exit 1
+	fi
+	if ! only_known_symptoms "$ilog"; then
+		warn "no retry: a test failed in a way other than the known nested-host symptoms"
 		exit 1
 	fi
 	if ((SECONDS - t > 16 * 60)); then

@@ -33,9 +33,14 @@ func (v *VM) parkIfPaused(c *vcpu) bool {
 			v.runCond.Wait()
 		}
 		v.parked--
-		if !v.isStopping() {
-			c.kvm.SetImmediateExit(false)
-		}
+	}
+	// A kick that found this vCPU busy (a throttle slice or a pause that
+	// ended before it got here) left immediate_exit set: without clearing
+	// it, every KVM_RUN would return EINTR at once and the guest would
+	// never run again. Kicks set it under runMu together with the flags
+	// checked above, so none is lost.
+	if !v.isStopping() {
+		c.kvm.SetImmediateExit(false)
 	}
 	return !v.isStopping()
 }
@@ -96,7 +101,7 @@ func (v *VM) Pause(ctx context.Context) error {
 		return nil
 	case "running":
 	default:
-		return fmt.Errorf("%w: cannot pause a VM that is %s", api.ErrInvalidState, v.state)
+		return fmt.Errorf("%w: cannot pause a VM that is %s%s", api.ErrInvalidState, v.state, v.stopSuffixLocked())
 	}
 	v.paused = true
 	v.kickLocked()
@@ -146,7 +151,7 @@ func (v *VM) Resume(ctx context.Context) error {
 		return nil
 	case "paused":
 	default:
-		return fmt.Errorf("%w: cannot resume a VM that is %s", api.ErrInvalidState, v.state)
+		return fmt.Errorf("%w: cannot resume a VM that is %s%s", api.ErrInvalidState, v.state, v.stopSuffixLocked())
 	}
 	// Devices run again before the vCPUs, which may notify them at once.
 	if err := v.resumeDevices(); err != nil {
@@ -156,4 +161,16 @@ func (v *VM) Resume(ctx context.Context) error {
 	v.state = "running"
 	v.runCond.Broadcast()
 	return nil
+}
+
+// stopSuffixLocked returns " (why it stopped)" for a VM that stopped, for
+// errors about requests it can no longer serve; runMu is held.
+func (v *VM) stopSuffixLocked() string {
+	if !v.isStopping() || v.stop.What == "" {
+		return ""
+	}
+	if v.stop.Err != nil {
+		return fmt.Sprintf(" (%s: %v)", v.stop.What, v.stop.Err)
+	}
+	return " (" + v.stop.What + ")"
 }
