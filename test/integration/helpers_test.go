@@ -18,7 +18,7 @@ import (
 
 // lineTimeout bounds every wait for guest output. Nested virtualisation
 // under TCG is slow; the bound only stops a hung test.
-const lineTimeout = 3 * time.Minute
+const lineTimeout = 2 * time.Minute
 
 // migrateTimeout bounds one `godwit migrate` run, and commandTimeout a
 // whole demo or pingpong run: a hung command is killed and reported, not
