@@ -50,21 +50,3 @@ func blkField(line, prefix string) (string, bool) {
 	}
 	return strings.TrimSpace(strings.TrimPrefix(line, prefix)), true
 }
-
-// startReceiverDiskMap starts `godwit receive` on a free loopback port
-// with extra flags, like startReceiver.
-func startReceiverDiskMap(t *testing.T, name string, extra ...string) (p *vmProcess, addr, sock string) {
-	t.Helper()
-	sock = tempPath(t, name+".sock")
-	args := append([]string{"receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock}, extra...)
-	p = startGodwit(t, args...)
-	line := waitStderr(t, p, "waiting for a migrating VM")
-	_, rest, _ := strings.Cut(line, "listen=")
-	if f := strings.Fields(rest); len(f) > 0 {
-		addr = f[0]
-	}
-	if !strings.HasPrefix(addr, "tcp:") {
-		t.Fatalf("no listen address in %q", line)
-	}
-	return p, addr, sock
-}

@@ -225,11 +225,12 @@ func ctl(t *testing.T, sock string, args ...string) string {
 func tempPath(t *testing.T, name string) string { return filepath.Join(t.TempDir(), name) }
 
 // startReceiver starts `godwit receive` on a free loopback port and returns
-// it with its tcp:HOST:PORT address and its API socket.
-func startReceiver(t *testing.T, name string) (p *vmProcess, addr, sock string) {
+// it with its tcp:HOST:PORT address and its API socket; extra are more
+// receive flags (--disk-map, --tap-map).
+func startReceiver(t *testing.T, name string, extra ...string) (p *vmProcess, addr, sock string) {
 	t.Helper()
 	sock = tempPath(t, name+".sock")
-	p = startGodwit(t, "receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock)
+	p = startGodwit(t, append([]string{"receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock}, extra...)...)
 	line := waitStderr(t, p, "waiting for a migrating VM")
 	_, rest, _ := strings.Cut(line, "listen=")
 	if f := strings.Fields(rest); len(f) > 0 {

@@ -191,7 +191,7 @@ func TestLinuxDevicesMigration(t *testing.T) {
 	if err := os.Rename(vda, moved); err != nil {
 		t.Fatal(err)
 	}
-	dst, listen, dstSock := startReceiverDiskMap(t, "dst", "--disk-map", vda+"="+moved)
+	dst, listen, dstSock := startReceiver(t, "dst", "--disk-map", vda+"="+moved)
 	if _, err := migrateVM(t, sock, listen, "--json"); err != nil {
 		t.Fatalf("migrating the Linux guest with its devices: %v", err)
 	}

@@ -383,7 +383,7 @@ func TestVirtioNet(t *testing.T) {
 		expect("on the source")
 	}
 
-	dst, listen, dstSock := startReceiverDiskMap(t, "dst", "--tap-map", srcTap+"="+dstTap)
+	dst, listen, dstSock := startReceiver(t, "dst", "--tap-map", srcTap+"="+dstTap)
 	if _, err := migrateVM(t, sock, listen, "--json"); err != nil {
 		t.Fatalf("migrating the guest with virtio-net: %v", err)
 	}
