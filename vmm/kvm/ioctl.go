@@ -1,6 +1,11 @@
 package kvm
 
-import "reflect"
+import (
+	"errors"
+	"reflect"
+
+	"golang.org/x/sys/unix"
+)
 
 // sizeOf returns the size of T in bytes, for encoding it in an ioctl number.
 func sizeOf[T any]() uint32 {
@@ -12,7 +17,7 @@ func ioctlVal(fd int, req uint32, op string, arg uintptr) (int, error) {
 	if fd < 0 {
 		return 0, opError(op, ErrClosed)
 	}
-	r, err := rawIoctl(fd, req, arg)
+	r, err := retryEINTR(req, func() (int, error) { return rawIoctl(fd, req, arg) })
 	if err != nil {
 		return r, opError(op, err)
 	}
@@ -24,7 +29,7 @@ func ioctlPtr[T any](fd int, req uint32, op string, p *T) (int, error) {
 	if fd < 0 {
 		return 0, opError(op, ErrClosed)
 	}
-	r, err := rawIoctlPtr(fd, req, p)
+	r, err := retryEINTR(req, func() (int, error) { return rawIoctlPtr(fd, req, p) })
 	if err != nil {
 		return r, opError(op, err)
 	}
@@ -37,9 +42,24 @@ func ioctlWords(fd int, req uint32, op string, w []uint64) (int, error) {
 	if fd < 0 {
 		return 0, opError(op, ErrClosed)
 	}
-	r, err := rawIoctlWords(fd, req, w)
+	r, err := retryEINTR(req, func() (int, error) { return rawIoctlWords(fd, req, w) })
 	if err != nil {
 		return r, opError(op, err)
 	}
 	return r, nil
+}
+
+// retryEINTR issues an ioctl again while it fails with EINTR, as Go's os
+// package does for its system calls: the Go runtime interrupts threads
+// with signals (SIGURG for preemption), and KVM lets some ioctls, such as
+// KVM_CREATE_VM, fail with EINTR when one arrives, having done nothing.
+// KVM_RUN is the exception: its EINTR is how a vCPU is kicked out, and
+// the caller must see it.
+func retryEINTR(req uint32, call func() (int, error)) (int, error) {
+	for {
+		r, err := call()
+		if req == kvmRun || !errors.Is(err, unix.EINTR) {
+			return r, err
+		}
+	}
 }
