@@ -190,6 +190,7 @@ func (in *Instance) ConsoleLines() int {
 // WaitConsole waits for a console line after the first `after` lines that
 // matches re (any line when re is nil) and returns it.
 func (in *Instance) WaitConsole(ctx context.Context, after int, re *regexp.Regexp) (string, error) {
+	start := time.Now()
 	for {
 		in.mu.Lock()
 		for i := after; i < len(in.console); i++ {
@@ -210,9 +211,9 @@ func (in *Instance) WaitConsole(ctx context.Context, after int, re *regexp.Regex
 		case <-ctx.Done():
 			what := "console output"
 			if re != nil {
-				what = fmt.Sprintf("a console line matching %q", re)
+				what = fmt.Sprintf("console line matching %q", re)
 			}
-			return "", fmt.Errorf("%s: no %s: %w", in.Name, what, ctx.Err())
+			return "", fmt.Errorf("%s: no %s within %v: %w", in.Name, what, time.Since(start).Round(time.Second), ctx.Err())
 		}
 	}
 }

@@ -80,7 +80,7 @@ func tickLine(line string) (n, up int, cpu1 bool, ok bool) {
 // a JSON report that says so.
 func TestPingpongCommand(t *testing.T) {
 	var stderr bytes.Buffer
-	out, err := runGodwit(t, commandTimeout, &stderr, "pingpong", "--rounds", "3", "--mem", "64M", "--expect", "^heartbeat")
+	out, err := runGodwit(t, commandTimeout, &stderr, "pingpong", "--rounds", "3", "--mem", "64M", "--expect", "^heartbeat", "--timeout", "2m")
 	t.Logf("godwit pingpong:\n%s\nstderr:\n%s", out, stderr.String())
 	if err != nil {
 		t.Fatalf("godwit pingpong: %v", err)
