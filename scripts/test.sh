@@ -91,7 +91,7 @@ run_integration() {
 # twice, with every test that has not passed yet (so a nested host that
 # died mid-run still runs the rest); each retry is reported loudly, and any
 # other failure fails at once.
-known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [a-zA-Z0-9 _-]+ within [0-9]+m|no console (output|line matching .*) within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
+known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
 # passed_tests prints the top-level tests that passed in any run so far.
 passed_tests() {
 	grep -ohE '^--- PASS: Test[A-Za-z0-9_]+' "$@" | awk '{print $3}' | sort -u
