@@ -88,9 +88,9 @@ run_integration() {
 # without logging why. QEMU's own guests under the same nested KVM
 # hit it far less often; the cause is not found (see docs/testing.md).
 # A run whose failures all show one of these symptoms is retried, at most
-# twice, with every test that has not passed yet (so a nested host that
-# died mid-run still runs the rest); each retry is reported loudly, and any
-# other failure fails at once.
+# three times within the stage's 20 minutes, with every test that has not
+# passed yet (so a nested host that died mid-run still runs the rest);
+# each retry is reported loudly, and any other failure fails at once.
 known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
 # passed_tests prints the top-level tests that passed in any run so far.
 passed_tests() {
@@ -124,7 +124,7 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	cp "$ilog" "$ilog.$attempt"
 	logs+=("$ilog.$attempt")
 	attempt=$((attempt + 1))
-	if ((attempt > 2)); then
+	if ((attempt > 3)); then
 		warn "no retry left: the run failed $attempt times"
 		exit 1
 	fi
@@ -144,7 +144,7 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	if ((${#passed[@]})); then
 		skip_passed="^($(IFS='|'; echo "${passed[*]}"))\$"
 	fi
-	warn "KNOWN FLAKE (retry $attempt of 2): the run failed only with the known nested-host symptoms; running every test not passed yet"
+	warn "KNOWN FLAKE (retry $attempt of 3): the run failed only with the known nested-host symptoms; running every test not passed yet"
 done
 if ((attempt > 0)); then
 	warn "KNOWN FLAKE: all tests passed after $attempt retries (open bug: guests and the nested host intermittently break under QEMU TCG)"
