@@ -32,6 +32,12 @@ type link struct {
 	interrupted atomic.Bool
 	watchdog    *time.Timer // idle timer for connections without deadlines
 	idleFired   atomic.Bool
+
+	// farewellMu orders interrupt against farewell: once the farewell
+	// has set its write deadline, an interrupt (the source's reader
+	// ending) fails only reads, and does not cut the farewell short.
+	farewellMu  sync.Mutex
+	farewelling bool
 }
 
 func newLink(rw io.ReadWriter) *link {
@@ -49,7 +55,13 @@ func (l *link) interrupt() {
 	l.interrupted.Store(true)
 	switch {
 	case l.dl != nil:
-		l.dl.SetDeadline(longAgo)
+		l.farewellMu.Lock()
+		if l.farewelling {
+			l.dl.SetReadDeadline(longAgo)
+		} else {
+			l.dl.SetDeadline(longAgo)
+		}
+		l.farewellMu.Unlock()
 	case l.closer != nil:
 		l.closer.Close()
 	}
@@ -121,7 +133,10 @@ func (l *link) disarmIdle() {
 // interrupted and cannot be revived.
 func (l *link) farewell(frame []byte) {
 	if l.dl != nil {
+		l.farewellMu.Lock()
+		l.farewelling = true
 		l.dl.SetWriteDeadline(time.Now().Add(farewellTimeout))
+		l.farewellMu.Unlock()
 	} else if l.interrupted.Load() {
 		return
 	}
@@ -187,27 +202,54 @@ type frameWriter struct {
 	chunk int
 	mu    sync.Mutex
 	n     uint64
+	cut   []byte // the rest of a frame a failed write left half sent
 }
 
+// write writes p, one or more whole frames. When it fails after part of
+// a frame went out, it keeps the rest for unfinished.
 func (fw *frameWriter) write(p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	whole := len(p)
 	for len(p) > 0 {
 		c := len(p)
 		if fw.lim != nil {
 			c = min(c, fw.chunk)
 			if err := fw.lim.take(fw.ctx, c); err != nil {
+				fw.keepCut(p, whole)
 				return err
 			}
 		}
 		n, err := fw.w.Write(p[:c])
 		fw.n += uint64(n)
 		if err != nil {
+			fw.keepCut(p[n:], whole)
 			return err
 		}
 		p = p[c:]
 	}
 	return nil
+}
+
+// keepCut records rest, what a failed write of whole bytes did not send,
+// unless nothing at all was sent. It copies: the caller reuses buffers.
+func (fw *frameWriter) keepCut(rest []byte, whole int) {
+	if len(rest) < whole {
+		fw.cut = append([]byte(nil), rest...)
+	}
+}
+
+// unfinished returns, once, the rest of the frame the last failed write
+// cut off (nil if none): sent ahead of a farewell ERROR, it brings the
+// peer back to a frame boundary so that it reads the ERROR as one. It is
+// at most one PAGE_BATCH (MaxPayload), sent unpaced within the farewell's
+// deadline.
+func (fw *frameWriter) unfinished() []byte {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	b := fw.cut
+	fw.cut = nil
+	return b
 }
 
 func (fw *frameWriter) written() uint64 {

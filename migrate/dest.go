@@ -93,7 +93,8 @@ type receiver struct {
 	rt         DestRoundTrace
 	readWait   time.Duration
 	stateBuf   []byte
-	stateMore  bool // the last STATE chunk had flagMore
+	stateMore  bool      // the last STATE chunk had flagMore
+	completeAt time.Time // when COMPLETE was read
 	sections   []Section
 	stats      DestStats
 	refused    bool // REFUSE already sent
@@ -283,6 +284,7 @@ func (r *receiver) handle(f frame) error {
 			return protoErr("COMPLETE with %d pages never sent (first: page %d of region %d)", n, page, region)
 		}
 		r.state = stateRestoring
+		r.completeAt = time.Now()
 		return nil
 	}
 	what := ""
@@ -373,13 +375,26 @@ func (r *receiver) restore() error {
 		return fmt.Errorf("starting the VM: %w", err)
 	}
 	start := time.Since(t1)
-	r.stats.RestoreMs, r.stats.StartMs = ms(restore), ms(start)
+	// handle covers restore and start: the source nests all three in
+	// the interval from writing COMPLETE to reading RESUMED.
+	handle := time.Since(r.completeAt)
+	r.stats.RestoreMs, r.stats.StartMs, r.stats.CompleteToResumedMs = ms(restore), ms(start), ms(handle)
+	res := resumed{
+		restoreNs: clampReported(restore), startNs: clampReported(start),
+		version: TimingsVersion, handleNs: clampReported(handle),
+	}
 	// If RESUMED cannot be delivered, the source will resume its own
 	// copy: discard ours (fail does) so that only one runs.
-	if err := r.write(appendFrame(nil, frameResumed, 0, resumed{restoreNs: uint64(restore), startNs: uint64(start)}.append(nil))); err != nil {
+	if err := r.write(appendFrame(nil, frameResumed, 0, res.append(nil))); err != nil {
 		return fmt.Errorf("VM started but RESUMED not delivered, discarding it: %w", err)
 	}
 	return nil
+}
+
+// clampReported converts a duration for RESUMED to the bound its reader
+// enforces. Only a restore or start of more than a day would need it.
+func clampReported(d time.Duration) uint64 {
+	return uint64(min(max(d, 0), MaxReportedDuration))
 }
 
 // fail discards the target, tells the source (best effort), and returns err.

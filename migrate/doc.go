@@ -28,7 +28,8 @@
 //	7  STATE         S→D  a chunk (≤ 1 MiB) of the encoded state; flag 1
 //	                      (more) on every chunk but the last
 //	8  COMPLETE      S→D  empty
-//	9  RESUMED       D→S  restore_ns u64, start_ns u64
+//	9  RESUMED       D→S  restore_ns u64, start_ns u64, then a timings
+//	                      block (see below)
 //	10 ERROR         both reason (≤ MaxReason); aborts the migration
 //	11 ROUND_ACK     D→S  round u32, apply_ns u64: every page of the round
 //	                      is in RAM; apply_ns runs from its MEMORY_BEGIN
@@ -47,6 +48,24 @@
 // Raw pages are exactly memory.PageSize bytes; LZ4 pages are shorter than a
 // page and must decompress to exactly one page. Bitmap bits past count must
 // be zero, and nothing may follow the last page.
+//
+// RESUMED reports how long the destination took, on its own clock, so
+// the source can break its downtime down (DowntimeBreakdown):
+//
+//	restore_ns u64 | start_ns u64 |
+//	timings_version u16 | timings_len u16 (≤ MaxTimingsSize) | timings
+//
+// Timings version 1 is handle_ns u64 (timings_len 8): from reading
+// COMPLETE to writing RESUMED, Target.RestoreState (restore_ns) and
+// Target.Start (start_ns) included. Each duration is at most
+// MaxReportedDuration and restore_ns + start_ns ≤ handle_ns. A RESUMED
+// of exactly 16 bytes (a destination from before the timings block) has
+// no handle_ns. A later layout takes the next timings version; a reader
+// rejects versions it does not know, a length other than the version's,
+// trailing bytes and out-of-bound values. Rejected timings are dropped
+// from the statistics but do not fail the migration: an intact RESUMED
+// frame after COMPLETE means the VM runs on the destination, and
+// resuming the source then would run the guest twice.
 //
 // The encoded state (all STATE chunks concatenated, ≤ MaxStateSize) is
 //
@@ -132,7 +151,10 @@
 //
 // Until RESUMED arrives, a failure on the source stops the dirty log,
 // lifts the throttle, resumes the VM if Send paused it, and sends ERROR:
-// the source VM runs on unchanged and can migrate again.
+// the source VM runs on unchanged and can migrate again. When the failure
+// (a cancel, the timeout) cut a frame off midway, the source first sends
+// the rest of that frame, so that the destination reads ERROR as a frame
+// and learns the reason.
 //
 // Sending COMPLETE is the point of no return for cancellation: from then
 // on the destination may start the VM at any moment, so Send ignores ctx

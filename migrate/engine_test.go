@@ -192,20 +192,20 @@ func TestMigrate(t *testing.T) {
 						wg.Add(1)
 						go func() { defer wg.Done(); vm.RunGuest(ctx, 8) }()
 					}
-					var traces []migrate.RoundTrace
+					var traces []migrate.RoundRecord
 					var progress []migrate.Progress
 					src, dst := tr.pair(t)
 					r := migrateOnce(context.Background(), context.Background(), src, dst, vm, &migratetest.Factory{}, migrate.Options{
 						Compression: comp,
-						Trace:       func(rt migrate.RoundTrace) { traces = append(traces, rt) },
+						Trace:       func(rt migrate.RoundRecord) { traces = append(traces, rt) },
 						Progress:    func(p migrate.Progress) { progress = append(progress, p) },
 					})
 					stop()
 					checkSuccess(t, vm, r)
-					if len(traces) != r.stats.Rounds || !traces[len(traces)-1].Final {
+					if len(traces) != r.stats.Rounds || !traces[len(traces)-1].Paused {
 						t.Fatalf("%d traces for %d rounds", len(traces), r.stats.Rounds)
 					}
-					if traces[0].Pages != testRAM/4096 || traces[0].Decision == "" {
+					if traces[0].PagesSent != testRAM/4096 || traces[0].Decision == "" {
 						t.Fatalf("round 0 trace %+v", traces[0])
 					}
 					if len(progress) != r.stats.Rounds || progress[0].TotalPages != testRAM/4096 {
@@ -248,7 +248,7 @@ func TestAutoConverge(t *testing.T) {
 			vm := newVM(t)
 			vm.DirtyPerRound = 50
 			var decisions []string
-			tt.opts.Trace = func(rt migrate.RoundTrace) { decisions = append(decisions, rt.Decision) }
+			tt.opts.Trace = func(rt migrate.RoundRecord) { decisions = append(decisions, rt.Decision) }
 			src, dst := pipePair(t)
 			r := migrateOnce(context.Background(), context.Background(), src, dst, vm, &migratetest.Factory{}, tt.opts)
 			checkSuccess(t, vm, r)

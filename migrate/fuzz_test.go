@@ -12,6 +12,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add(appendFrame(nil, frameMemoryBegin, 0, []byte{1, 0, 0, 0}))
 	f.Add(appendFrame(appendFrame(nil, frameState, flagMore, []byte("abc")), frameComplete, 0, nil))
 	f.Add(appendFrame(nil, frameError, 0, []byte("reason")))
+	f.Add(appendFrame(nil, frameResumed, 0, resumed{restoreNs: 3, startNs: 1, version: TimingsVersion, handleNs: 5}.append(nil)))
 	f.Add([]byte{5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := newFrameReader(bytes.NewReader(data))
@@ -84,6 +85,38 @@ func FuzzReceive(f *testing.F) {
 		}
 		if err == nil && (!tgt.started || tgt.discarded) {
 			t.Fatalf("successful receive: started=%v discarded=%v", tgt.started, tgt.discarded)
+		}
+	})
+}
+
+// FuzzResumed feeds arbitrary RESUMED payloads to its decoder: it must
+// never panic, and what it accepts must be canonical (it re-encodes to
+// the same bytes) and within its bounds.
+func FuzzResumed(f *testing.F) {
+	f.Add(resumed{restoreNs: 3e6, startNs: 1e6, version: TimingsVersion, handleNs: 5e6}.append(nil))
+	f.Add(resumed{restoreNs: 3e6, startNs: 1e6}.append(nil))
+	f.Add(resumedBytes(1, 1, u16(2), u16(8), u64(5)))
+	f.Add(resumedBytes(3, 3, u16(1), u16(8), u64(5)))
+	f.Add(resumedBytes(1, 1, u16(1), u16(16), u64(5), u64(6)))
+	f.Add(resumedBytes(1, 1, u16(1)))
+	f.Add(resumedBytes(^uint64(0), 0))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		r, err := parseResumed(p)
+		if err != nil {
+			return
+		}
+		if again := r.append(nil); !bytes.Equal(again, p) {
+			t.Fatalf("accepted %x, which re-encodes as %x", p, again)
+		}
+		limit := uint64(MaxReportedDuration)
+		if r.restoreNs > limit || r.startNs > limit || r.handleNs > limit {
+			t.Fatalf("accepted out-of-bound timings %+v", r)
+		}
+		if r.version != 0 && (r.version != TimingsVersion || r.restoreNs+r.startNs > r.handleNs) {
+			t.Fatalf("accepted inconsistent timings %+v", r)
+		}
+		if r.version == 0 && r.handleNs != 0 {
+			t.Fatalf("handle_ns %d without a timings block", r.handleNs)
 		}
 	})
 }

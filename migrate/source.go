@@ -40,8 +40,10 @@ type Options struct {
 	SwitchoverCost time.Duration
 	// Progress, if set, is called after every round.
 	Progress func(Progress)
-	// Trace, if set, receives a record of every round.
-	Trace func(RoundTrace)
+	// Trace, if set, receives the record of every round (see
+	// RoundRecord for when). The downtime breakdown is in the returned
+	// Stats.StopAndCopy.
+	Trace func(RoundRecord)
 }
 
 func (o Options) withDefaults() Options {
@@ -69,7 +71,11 @@ const DefaultSwitchoverCost = 5 * time.Millisecond
 // destination: RESUMED, or the error that ended the stream.
 type peerResult struct {
 	resumed resumed
-	err     error
+	// timingsErr rejects RESUMED's timings. It does not fail the
+	// migration: an intact RESUMED frame means the VM runs there.
+	timingsErr error
+	at         time.Time // when RESUMED was read
+	err        error
 }
 
 // sender is the state of one Send.
@@ -94,8 +100,10 @@ type sender struct {
 	readerDone chan struct{}
 	acks       ackTracker
 	peerSeen   *peerResult
-	stopCancel func() bool // detaches ctx from the link
-	deadline   time.Time   // from Options.Timeout, zero if none
+	stopCancel func() bool   // detaches ctx from the link
+	deadline   time.Time     // from Options.Timeout, zero if none
+	fetchedAt  time.Time     // the last dirty-log fetch (or its start)
+	expected   time.Duration // the policy's last expected downtime
 }
 
 // Send migrates vm over conn: handshake, pre-copy rounds while the VM
@@ -182,6 +190,7 @@ func (s *sender) run() error {
 	if err := s.vm.StartDirtyLog(); err != nil {
 		return fmt.Errorf("starting the dirty log: %w", err)
 	}
+	s.fetchedAt = time.Now()
 	s.stats.SetupMs = ms(time.Since(s.start))
 
 	// Round 0 sends all of RAM.
@@ -223,6 +232,7 @@ func (s *sender) run() error {
 			return err
 		}
 		dur := ackAt.Sub(roundStart)
+		prevFetch := s.fetchedAt
 		dirtyAfter, err := s.fetchDirty()
 		if err != nil {
 			return err
@@ -236,10 +246,15 @@ func (s *sender) run() error {
 		d := Decide(s.hist, policy)
 		s.stats.Rounds = round + 1
 		s.stats.ExpectedDowntimeMs = ms(d.ExpectedDowntime)
-		if round > 0 && dur > 0 {
-			s.stats.DirtyPagesRate = float64(dirtyAfter) / dur.Seconds()
+		s.expected = d.ExpectedDowntime
+		rec := newRoundRecord(round, counts, bytes, roundStart, ackAt, rs.ThrottlePct)
+		rec.setDirty(dirtyAfter, s.fetchedAt.Sub(prevFetch))
+		rec.setDecision(d)
+		if round > 0 {
+			s.stats.DirtyPagesRate = rec.DirtyPagesPerSec
 		}
-		s.report(rs, counts, roundStart, d)
+		s.progress(rs, d)
+		s.record(rec)
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
@@ -256,8 +271,8 @@ func (s *sender) run() error {
 	}
 }
 
-// report calls the Progress and Trace hooks for a finished round.
-func (s *sender) report(rs RoundStat, c batchCounts, roundStart time.Time, d Decision) {
+// progress calls the Progress hook for a finished round.
+func (s *sender) progress(rs RoundStat, d Decision) {
 	if s.opts.Progress != nil {
 		var total uint64
 		for _, r := range s.regions {
@@ -274,18 +289,12 @@ func (s *sender) report(rs RoundStat, c batchCounts, roundStart time.Time, d Dec
 			ThrottlePct:      s.hist.ThrottlePct,
 		})
 	}
+}
+
+// record calls the Trace hook with a round's record.
+func (s *sender) record(r RoundRecord) {
 	if s.opts.Trace != nil {
-		t := RoundTrace{
-			RoundStat: rs, Start: roundStart.Sub(s.start),
-			Mbps: mbps(rs.Bytes, rs.Duration), ExpectedDowntime: d.ExpectedDowntime,
-		}
-		t.PageCounts.add(c)
-		if d.Reason != "" {
-			t.Decision, t.Reason = d.Action.String(), d.Reason
-		} else {
-			t.Final = true
-		}
-		s.opts.Trace(t)
+		s.opts.Trace(r)
 	}
 }
 
@@ -323,6 +332,7 @@ func (s *sender) readPeer() {
 	var r peerResult
 	for r.err == nil {
 		f, err := fr.next()
+		now := time.Now()
 		if err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -333,16 +343,18 @@ func (s *sender) readPeer() {
 		if f.typ == frameRoundAck {
 			var a roundAck
 			if a, r.err = parseRoundAck(f.payload); r.err == nil {
-				r.err = s.acks.record(a, time.Now())
+				r.err = s.acks.record(a, now)
 			}
 			continue
 		}
 		switch f.typ {
 		case frameResumed:
-			r.resumed, r.err = parseResumed(f.payload)
-			if r.err == nil {
-				r.err = s.acks.complete()
-			}
+			// The frame itself (intact, after COMPLETE) says the
+			// VM runs on the destination; malformed timings are
+			// only dropped from the statistics.
+			r.at = now
+			r.resumed, r.timingsErr = parseResumed(f.payload)
+			r.err = s.acks.complete()
 		case frameError:
 			r.err = fmt.Errorf("%w: destination: %s", ErrPeerAborted, parseReason(f.payload))
 		default:
@@ -468,7 +480,7 @@ func (s *sender) peerErr(r peerResult) error {
 }
 
 // fetchDirty replaces the dirty bitmaps with the pages written since the
-// last fetch and returns how many there are.
+// last fetch, notes when it fetched, and returns how many there are.
 func (s *sender) fetchDirty() (uint64, error) {
 	var n uint64
 	for i := range s.regions {
@@ -478,6 +490,7 @@ func (s *sender) fetchDirty() (uint64, error) {
 		}
 		n += popcount(s.dirty[i], s.regions[i].Pages())
 	}
+	s.fetchedAt = time.Now()
 	return n, nil
 }
 
@@ -622,13 +635,16 @@ func (s *sender) writeErr(err error) error {
 }
 
 // switchover pauses the VM, sends the last dirty pages and the state, and
-// waits for RESUMED.
+// waits for RESUMED. It notes the instants that cut the downtime into the
+// parts of DowntimeBreakdown.
 func (s *sender) switchover(round int) error {
-	pauseAt := time.Now()
+	var tl switchTimeline
+	tl.pause = time.Now()
 	s.paused = true
 	if err := s.vm.Pause(s.ctx); err != nil {
 		return fmt.Errorf("pausing the VM: %w", err)
 	}
+	tl.paused = time.Now()
 	if err := s.ctx.Err(); err != nil {
 		return err
 	}
@@ -639,17 +655,18 @@ func (s *sender) switchover(round int) error {
 			return fmt.Errorf("fetching the final dirty log of region %d: %w", i, err)
 		}
 	}
-	roundStart := time.Now()
+	tl.dirty = time.Now()
+	roundStart := tl.dirty
 	counts, bytes, err := s.sendRound(round)
 	if err != nil {
 		return err
 	}
+	tl.pages = time.Now()
 	s.stats.Rounds = round + 1
-	s.stats.FinalSyncMs = ms(time.Since(pauseAt))
-	s.report(RoundStat{Round: round, Pages: counts.pages(), Bytes: bytes, Duration: time.Since(roundStart), ThrottlePct: s.hist.ThrottlePct},
-		counts, roundStart, Decision{})
+	s.stats.FinalSyncMs = ms(tl.pages.Sub(tl.paused))
+	s.progress(RoundStat{Round: round, Pages: counts.pages(), Bytes: bytes, Duration: tl.pages.Sub(roundStart), ThrottlePct: s.hist.ThrottlePct},
+		Decision{})
 
-	saveStart := time.Now()
 	sections, err := s.vm.SaveState()
 	if err != nil {
 		return fmt.Errorf("saving the VM state: %w", err)
@@ -658,10 +675,12 @@ func (s *sender) switchover(round int) error {
 	if err != nil {
 		return err
 	}
-	s.stats.StateSaveMs = ms(time.Since(saveStart))
+	tl.saved = time.Now()
+	s.stats.StateSaveMs = ms(tl.saved.Sub(tl.pages))
 	if err := s.checkPeer(); err != nil {
 		return err
 	}
+	stateStart := s.fw.written()
 	for off := 0; ; off += maxStateChunk {
 		end := min(off+maxStateChunk, len(state))
 		var flags uint16
@@ -675,6 +694,7 @@ func (s *sender) switchover(round int) error {
 			break
 		}
 	}
+	stateBytes := s.fw.written() - stateStart
 	// Point of no return: once COMPLETE is out, the destination may
 	// start the VM at any moment, so resuming the source on a mere
 	// cancellation could leave the guest running twice. Detach ctx
@@ -683,6 +703,9 @@ func (s *sender) switchover(round int) error {
 	if !s.stopCancel() {
 		return context.Cause(s.ctx) // cancelled before COMPLETE
 	}
+	// The destination cannot read COMPLETE before this instant, nor
+	// write RESUMED after the reader's: its own timings nest in between.
+	tl.complete = time.Now()
 	if err := s.fw.write(appendFrame(nil, frameComplete, 0, nil)); err != nil {
 		return s.writeErr(err)
 	}
@@ -707,17 +730,28 @@ func (s *sender) switchover(round int) error {
 	if r.err != nil {
 		return r.err
 	}
-	downtime := time.Since(pauseAt)
-	s.stats.DowntimeMs = ms(downtime)
+	tl.resumed = r.at
+	sc := newStopAndCopy(tl, r.resumed, r.timingsErr)
+	sc.Round = round
+	sc.ExpectedDowntimeMs = ms(s.expected)
+	sc.FinalPages.add(counts)
+	sc.FinalBytes = bytes
+	sc.StateBytes = uint64(len(state))
+	sc.TransferBytes = stateBytes
+	s.stats.DowntimeMs = sc.DowntimeMs
+	s.stats.StopAndCopy = &sc
 	// The reader saw every ROUND_ACK before RESUMED, the final
 	// round's last.
 	_, ackAt, applyNs := s.acks.last()
 	final := ackAt.Sub(roundStart)
 	s.stats.FinalRoundMs = ms(final)
 	s.stats.FinalApplyMs = ms(time.Duration(applyNs))
-	s.stats.SwitchoverMs = ms(downtime - final)
-	s.stats.RestoreMs = ms(time.Duration(r.resumed.restoreNs))
-	s.stats.StartMs = ms(time.Duration(r.resumed.startNs))
+	s.stats.SwitchoverMs = ms(tl.resumed.Sub(tl.pause) - final)
+	s.stats.RestoreMs = sc.DestRestoreMs
+	s.stats.StartMs = sc.DestResumeMs
+	rec := newRoundRecord(round, counts, bytes, roundStart, ackAt, s.hist.ThrottlePct)
+	rec.Paused = true
+	s.record(rec)
 	// The VM now runs on the destination; the source stays paused.
 	// Its error is moot: the migration succeeded, and tracking left on a
 	// paused VM that is about to be shut down is harmless.
@@ -734,7 +768,8 @@ func (s *sender) fail(err error) error {
 	}
 	peerAborted := errors.Is(err, ErrPeerAborted) || errors.Is(err, ErrRefused)
 	if !peerAborted {
-		s.l.farewell(appendFrame(nil, frameError, 0, reasonPayload(err.Error())))
+		// Finish a frame a failed write cut off: only then is ERROR a frame.
+		s.l.farewell(appendFrame(s.fw.unfinished(), frameError, 0, reasonPayload(err.Error())))
 	}
 	if s.readerDone != nil && s.l.canInterrupt() {
 		s.l.interrupt()

@@ -38,7 +38,8 @@ type Stats struct {
 	SetupMs float64 `json:"setup_ms"`
 	// TotalMs is the whole migration, start to RESUMED (or failure).
 	TotalMs float64 `json:"total_ms"`
-	// DowntimeMs runs from pausing the source to receiving RESUMED.
+	// DowntimeMs runs on the source's clock from calling Source.Pause
+	// to reading RESUMED; StopAndCopy breaks it down.
 	DowntimeMs float64 `json:"downtime_ms"`
 	// ExpectedDowntimeMs is the policy's last estimate before pausing.
 	ExpectedDowntimeMs float64 `json:"expected_downtime_ms"`
@@ -51,12 +52,15 @@ type Stats struct {
 	Pages PageStats `json:"pages"`
 	// Mbps is the average throughput, megabits per second.
 	Mbps float64 `json:"mbps"`
-	// DirtyPagesRate is the guest's dirtying rate measured in the last
-	// iterative round, pages per second.
+	// DirtyPagesRate is the guest's dirtying rate measured after the
+	// last iterative round (not round 0), pages per second: the pages
+	// the dirty-log fetch found over the time since the previous fetch.
 	DirtyPagesRate float64 `json:"dirty_pages_rate"`
 	// ThrottlePct is the highest auto-converge throttle applied.
 	ThrottlePct int `json:"throttle_pct"`
-	// FinalSyncMs is the paused memory round: final dirty fetch and send.
+	// FinalSyncMs is the paused memory round as the source sees it: the
+	// final dirty-log fetch and writing the last pages, from the end of
+	// the pause (DowntimeBreakdown.FinalSyncMs).
 	FinalSyncMs float64 `json:"final_sync_ms"`
 	// FinalRoundMs is the paused memory round end to end: from its
 	// MEMORY_BEGIN to the destination's ROUND_ACK, every page applied.
@@ -75,6 +79,9 @@ type Stats struct {
 	RestoreMs float64 `json:"restore_ms"`
 	// StartMs is the destination's Target.Start, as it reported.
 	StartMs float64 `json:"start_ms"`
+	// StopAndCopy breaks the downtime down into consecutive parts; set
+	// once the migration completed.
+	StopAndCopy *DowntimeBreakdown `json:"stop_and_copy,omitempty"`
 }
 
 // DestStats is the destination's record of a migration.
@@ -95,6 +102,10 @@ type DestStats struct {
 	RestoreMs float64 `json:"restore_ms"`
 	// StartMs is Target.Start.
 	StartMs float64 `json:"start_ms"`
+	// CompleteToResumedMs runs from reading COMPLETE to writing RESUMED:
+	// RestoreMs, StartMs and the receiver's own bookkeeping. RESUMED
+	// reports it to the source as handle_ns.
+	CompleteToResumedMs float64 `json:"complete_to_resumed_ms"`
 }
 
 // Progress is reported to Options.Progress after every round, for a live
@@ -116,27 +127,6 @@ type Progress struct {
 	ExpectedDowntime time.Duration `json:"expected_downtime_ns"`
 	// ThrottlePct is the throttle now applied.
 	ThrottlePct int `json:"throttle_pct"`
-}
-
-// RoundTrace is the per-round record given to Options.Trace, for a trace
-// file that explains a migration after the fact.
-type RoundTrace struct {
-	RoundStat
-	// Final is set for the paused stop-and-copy round.
-	Final bool `json:"final,omitempty"`
-	// Start is the round's start relative to the start of Send.
-	Start time.Duration `json:"start_ns"`
-	// PageCounts splits Pages by encoding.
-	PageCounts PageStats `json:"page_counts"`
-	// Mbps is the round's throughput.
-	Mbps float64 `json:"mbps"`
-	// Decision is what the policy decided after the round (empty for the
-	// final round).
-	Decision string `json:"decision,omitempty"`
-	// Reason is the policy's explanation.
-	Reason string `json:"reason,omitempty"`
-	// ExpectedDowntime is the policy's estimate after the round.
-	ExpectedDowntime time.Duration `json:"expected_downtime_ns"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 	"unicode/utf8"
 
 	"godwit/vmm/memory"
@@ -81,7 +82,7 @@ var frameSpecs = map[frameType]frameSpec{
 	frameRoundEnd:    {name: "ROUND_END", minLen: roundEndSize, maxLen: roundEndSize},
 	frameState:       {name: "STATE", maxLen: maxStateChunk, flagMask: flagMore},
 	frameComplete:    {name: "COMPLETE"},
-	frameResumed:     {name: "RESUMED", minLen: 16, maxLen: 16},
+	frameResumed:     {name: "RESUMED", minLen: resumedFixed, maxLen: resumedFixed + timingsHeader + MaxTimingsSize},
 	frameError:       {name: "ERROR", maxLen: MaxReason},
 	frameRoundAck:    {name: "ROUND_ACK", minLen: roundAckSize, maxLen: roundAckSize},
 }
@@ -354,20 +355,89 @@ func parseRoundAck(p []byte) (roundAck, error) {
 	return a, d.end("ROUND_ACK")
 }
 
-// resumed is the RESUMED payload: restore_ns u64, start_ns u64.
+// Bounds of RESUMED's timings (see the package documentation).
+const (
+	// TimingsVersion is the layout of RESUMED's timings block this
+	// package writes.
+	TimingsVersion = 1
+	// MaxTimingsSize bounds the timings block after its header, for
+	// every version, present and future.
+	MaxTimingsSize = 256
+	// MaxReportedDuration bounds each duration the destination reports
+	// in RESUMED; a larger one is malformed.
+	MaxReportedDuration = 24 * time.Hour
+)
+
+const (
+	resumedFixed  = 8 + 8 // restore_ns u64, start_ns u64
+	timingsHeader = 2 + 2 // timings_version u16, timings_len u16
+	timingsV1Size = 8     // handle_ns u64
+)
+
+// resumed is the RESUMED payload:
+//
+//	restore_ns u64 | start_ns u64
+//	[ timings_version u16 | timings_len u16 | timings [timings_len]byte ]
+//
+// where timings version 1 is handle_ns u64 (timings_len 8): the
+// destination's time from reading COMPLETE to writing RESUMED, restore and
+// start included. A payload of 16 bytes, from a destination that predates
+// the timings block, has no handle_ns (version 0).
 type resumed struct {
 	restoreNs, startNs uint64
+	// version is the timings block's version, 0 when there is none.
+	version  uint16
+	handleNs uint64
 }
 
+// append encodes r with the timings block of r.version (none for 0).
 func (r resumed) append(dst []byte) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, r.restoreNs)
-	return binary.LittleEndian.AppendUint64(dst, r.startNs)
+	dst = binary.LittleEndian.AppendUint64(dst, r.startNs)
+	if r.version == 0 {
+		return dst
+	}
+	dst = binary.LittleEndian.AppendUint16(dst, r.version)
+	dst = binary.LittleEndian.AppendUint16(dst, timingsV1Size)
+	return binary.LittleEndian.AppendUint64(dst, r.handleNs)
 }
 
+// parseResumed decodes a RESUMED payload strictly: a known timings
+// version with exactly its length, nothing after it, every duration at
+// most MaxReportedDuration, and restore plus start within handle.
 func parseResumed(p []byte) (resumed, error) {
 	d := decoder{b: p}
 	r := resumed{restoreNs: d.u64(), startNs: d.u64()}
-	return r, d.end("RESUMED")
+	if d.err == nil && len(d.b) > 0 {
+		r.version = d.u16()
+		n := d.u16()
+		if d.err != nil {
+			return resumed{}, d.err
+		}
+		if r.version != TimingsVersion {
+			return resumed{}, protoErr("RESUMED timings version %d not supported (this side reads %d)", r.version, TimingsVersion)
+		}
+		if n != timingsV1Size || len(d.b) != int(n) {
+			return resumed{}, protoErr("RESUMED timings version %d: length %d with %d bytes left, want %d", r.version, n, len(d.b), timingsV1Size)
+		}
+		r.handleNs = d.u64()
+	}
+	if err := d.end("RESUMED"); err != nil {
+		return resumed{}, err
+	}
+	const limit = uint64(MaxReportedDuration)
+	for _, v := range []struct {
+		name string
+		ns   uint64
+	}{{"restore_ns", r.restoreNs}, {"start_ns", r.startNs}, {"handle_ns", r.handleNs}} {
+		if v.ns > limit {
+			return resumed{}, protoErr("RESUMED %s of %d exceeds %v", v.name, v.ns, MaxReportedDuration)
+		}
+	}
+	if r.version > 0 && r.restoreNs+r.startNs > r.handleNs {
+		return resumed{}, protoErr("RESUMED restore_ns %d + start_ns %d exceed handle_ns %d", r.restoreNs, r.startNs, r.handleNs)
+	}
+	return r, nil
 }
 
 // reasonPayload truncates s to MaxReason bytes on a rune boundary.

@@ -38,6 +38,9 @@ NET_MIB=${NET_MIB:-32}
 CMDLINE=${CMDLINE:-console=ttyS0 reboot=k panic=-1 quiet}
 # VM_TIMEOUT bounds one VM run (boot + measurements), in seconds.
 VM_TIMEOUT=${VM_TIMEOUT:-600}
+# NET_TIMEOUT bounds one TCP transfer, in seconds; a transfer that hits it
+# has stalled (it takes seconds), and godwit's device state is printed.
+NET_TIMEOUT=${NET_TIMEOUT:-120}
 
 # summary FILE: medians per VMM and metric of the BENCH-IO lines in FILE,
 # and the godwit/QEMU ratios; fails when a metric lacks a side.
@@ -96,7 +99,7 @@ go build -o "$BIN_DIR/godwit" ./cmd/godwit
 
 # The payload runs inside the nested host (busybox sh) or here (sh), as
 # root. It needs GODWIT_KERNEL, GODWIT_INITRD, REPS, DISK_MIB, NET_MIB,
-# CMDLINE and VM_TIMEOUT; GODWIT and QEMU name the VMM binaries.
+# CMDLINE, VM_TIMEOUT and NET_TIMEOUT; GODWIT and QEMU name the VMM binaries.
 payload=$(cat <<'PAYLOAD'
 set -u
 GODWIT=${GODWIT:-/bin/godwit}
@@ -167,17 +170,28 @@ guest_cmd() {
 # the console. Guest->host: the host reads until the guest closes.
 net_tests() {
 	a=$(now)
-	timeout "$VM_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_H2G" \
+	timeout "$NET_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_H2G" \
 		-e busybox dd if=/dev/zero bs=65536 >/dev/null 2>&1
+	[ "$?" != 124 ] || stalled "$1" host_to_guest
 	h2g_secs=$(secs "$a" "$(now)")
 	a=$(now)
-	timeout "$VM_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_G2H" \
+	timeout "$NET_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_G2H" \
 		-e busybox dd of=/dev/null bs=65536 iflag=fullblock 2>"$WORK/g2h"
+	rc=$?
 	b=$(now)
 	got=$(sed -n 's/^\([0-9+]*\) records in.*/\1/p' "$WORK/g2h")
 	ok=0
 	[ "$got" = "$BLOCKS+0" ] && ok=1
+	[ "$rc" != 124 ] || stalled "$1" "guest_to_host (records in: ${got:-none})"
 	result "$1" "$2" net_guest_to_host "$ok" $((BLOCKS * 65536)) "$(secs "$a" "$b")"
+}
+
+# stalled VMM WHAT: a transfer hit NET_TIMEOUT; for godwit, print the
+# devices' queue and counter snapshot from its API, for the diagnosis.
+stalled() {
+	echo "BENCH-STALL $1 $2 after ${NET_TIMEOUT}s"
+	[ "$1" = godwit ] || return 0
+	"$GODWIT" ctl --api-sock "$WORK/api.sock" status --json 2>&1 | sed "s/^/  godwit-status| /"
 }
 
 # disk_result VMM REP METRIC RC T0 T1: a disk line of the guest.
@@ -248,7 +262,7 @@ echo "BENCH-CONFIG disk_mib=$DISK_MIB net_mib=$NET_MIB reps=$REPS cmdline_bytes=
 i=1
 while [ "$i" -le "$REPS" ]; do
 	run_vm godwit "$i" "$GODWIT" run --kernel "$GODWIT_KERNEL" --initrd "$GODWIT_INITRD" \
-		--mem 256M --cpus 2 --serial stdio --cmdline "$GCMD" \
+		--mem 256M --cpus 2 --serial stdio --cmdline "$GCMD" --api-sock "$WORK/api.sock" \
 		--disk "path=$IMG" --net "tap=$TAP,mac=$MAC"
 	run_vm qemu "$i" "$QEMU" -enable-kvm -cpu host -smp 2 -m 256 -nographic -nic none -no-reboot \
 		-kernel "$GODWIT_KERNEL" -initrd "$GODWIT_INITRD" -append "$GCMD" \
@@ -265,13 +279,13 @@ trap 'rm -f "$out"' EXIT
 status=0
 if use_direct_kvm && command -v qemu-system-x86_64 >/dev/null; then
 	eval "$("$BIN_DIR/nested" --print-env)"
-	export GODWIT_KERNEL GODWIT_INITRD REPS DISK_MIB NET_MIB CMDLINE VM_TIMEOUT
+	export GODWIT_KERNEL GODWIT_INITRD REPS DISK_MIB NET_MIB CMDLINE VM_TIMEOUT NET_TIMEOUT
 	GODWIT="$ABS_BIN/godwit" sh -c "$payload" | tee "$out" || status=$?
 else
 	# A run is about a minute of boot plus the transfers under TCG.
 	"$BIN_DIR/nested" --with-qemu --timeout "$((10 + REPS * 8))m" --add "$BIN_DIR/godwit:/bin/godwit" \
 		--env "REPS=$REPS" --env "DISK_MIB=$DISK_MIB" --env "NET_MIB=$NET_MIB" \
-		--env "CMDLINE=$CMDLINE" --env "VM_TIMEOUT=$VM_TIMEOUT" \
+		--env "CMDLINE=$CMDLINE" --env "VM_TIMEOUT=$VM_TIMEOUT" --env "NET_TIMEOUT=$NET_TIMEOUT" \
 		--run "$payload" | tee "$out" || status=$?
 fi
 step "device I/O benchmark results"

@@ -26,6 +26,7 @@ func (v *VM) Info() api.VMInfo {
 		State:    state,
 		Config:   v.apiConfig(),
 		UptimeMS: uptime,
+		DirtyLog: v.out.dirtyLog.Load(),
 		Exits: map[string]uint64{
 			"io":                    v.exits.io.Load(),
 			"mmio":                  v.exits.mmio.Load(),
@@ -37,7 +38,26 @@ func (v *VM) Info() api.VMInfo {
 			"unhandled_mmio_reads":  mreads,
 			"unhandled_mmio_writes": mwrites,
 		},
+		Devices:   v.deviceInfo(),
+		MSIRoutes: v.msiRouteCount(),
 	}
+}
+
+// deviceInfo returns the diagnostic snapshot of every PCI device.
+func (v *VM) deviceInfo() []api.DeviceInfo {
+	var out []api.DeviceInfo
+	for _, d := range v.pciDevs {
+		out = append(out, api.DeviceInfo{Name: d.name, Slot: int(d.slot), Virtio: d.t.Inspect()})
+	}
+	return out
+}
+
+// msiRouteCount returns how many MSI messages have irqfd routes.
+func (v *VM) msiRouteCount() int {
+	if v.msi == nil {
+		return 0
+	}
+	return v.msi.routeCount()
 }
 
 // apiConfig describes the configuration for the API.

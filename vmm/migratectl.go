@@ -7,9 +7,11 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"godwit/migrate"
+	"godwit/migrate/secure"
 	"godwit/vmm/api"
 )
 
@@ -22,12 +24,16 @@ type outgoing struct {
 	err      string
 	progress migrate.Progress
 	stats    *migrate.Stats
+	rounds   []migrate.RoundRecord // the latest (maxRoundRecords) for GET /migrate
 	cancel   context.CancelFunc
 	done     chan struct{} // closed when the active migration ends
 	// read is closed once an API client has been told the final status
 	// of a completed migration; the source VM stops only then (or after
 	// finalStatusGrace), so `godwit migrate` never finds the socket gone.
 	read chan struct{}
+	// dirtyLog says whether KVM dirty logging may be on for any RAM
+	// slot (GET /vm's dirty_log).
+	dirtyLog atomic.Bool
 }
 
 // finalStatusGrace bounds how long a migrated source waits for a client
@@ -70,6 +76,10 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		}
 		comp = c
 	}
+	channel, err := migrationChannel(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrBadRequest, err)
+	}
 	v.runMu.Lock()
 	state := v.state
 	v.runMu.Unlock()
@@ -86,6 +96,10 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 	o.status, o.err, o.stats, o.cancel, o.progress = "active", "", nil, cancel, migrate.Progress{}
 	o.done = make(chan struct{})
 	o.read = make(chan struct{})
+	o.rounds = nil
+	// MigrationStatus closes o.read and then clears the field: the
+	// goroutine below keeps its own reference.
+	read := o.read
 	o.mu.Unlock()
 
 	opts := migrate.Options{
@@ -99,6 +113,7 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 			o.progress = p
 			o.mu.Unlock()
 		},
+		Trace: o.addRound,
 	}
 	conn, err := dialTCP(ctx, req.To)
 	if err != nil {
@@ -106,7 +121,12 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		cancel()
 		return err
 	}
-	v.log.Info("migration started", "to", req.To)
+	if channel != nil {
+		// Authenticated on Send's first write: a refusal fails Send
+		// before anything of the VM is sent, and the VM runs on.
+		conn = secure.Client(conn, channel)
+	}
+	v.log.Info("migration started", "to", req.To, "channel", channelName(channel))
 	go func() {
 		defer cancel()
 		defer conn.Close()
@@ -121,13 +141,29 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		// waits until the final statistics have been read.
 		t := time.NewTimer(finalStatusGrace)
 		select {
-		case <-o.read:
+		case <-read:
 		case <-t.C:
 		}
 		t.Stop()
 		v.requestStop(StopReason{Clean: true, What: "migrated to " + req.To})
 	}()
 	return nil
+}
+
+// maxRoundRecords bounds the round records GET /migrate carries: the
+// most recent ones. A client that polls (as `godwit migrate --trace`
+// does, twice a second) sees every round unless more than this many end
+// between two polls.
+const maxRoundRecords = 1000
+
+// addRound keeps a round's record for GET /migrate.
+func (o *outgoing) addRound(r migrate.RoundRecord) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.rounds) == maxRoundRecords {
+		o.rounds = append(o.rounds[:0], o.rounds[1:]...)
+	}
+	o.rounds = append(o.rounds, r)
 }
 
 // finish records the end of a migration.
@@ -172,6 +208,11 @@ func (v *VM) MigrationStatus() api.MigrationInfo {
 	if stats != nil {
 		if b, err := json.Marshal(stats); err == nil {
 			info.Stats = b
+		}
+	}
+	if len(o.rounds) > 0 {
+		if b, err := json.Marshal(o.rounds); err == nil {
+			info.Rounds = b
 		}
 	}
 	return info

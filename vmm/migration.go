@@ -395,6 +395,7 @@ func (v *VM) setDirtyLogging(on bool) error {
 	var flags uint32
 	if on {
 		flags = kvm.MemLogDirtyPages
+		v.out.dirtyLog.Store(true) // before any slot has it
 	}
 	for i, r := range v.mem.Regions() {
 		if err := v.vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{
@@ -406,6 +407,9 @@ func (v *VM) setDirtyLogging(on bool) error {
 		}); err != nil {
 			return fmt.Errorf("turning dirty logging %v on slot %d: %w", map[bool]string{true: "on", false: "off"}[on], r.Slot, err)
 		}
+	}
+	if !on {
+		v.out.dirtyLog.Store(false) // once every slot has it off
 	}
 	return nil
 }

@@ -186,16 +186,32 @@ func (v *VM) mpConfig() boot.MPConfig {
 	return mc
 }
 
-// msiSender delivers MSI-X messages through KVM_SIGNAL_MSI.
+// msiSender delivers MSI-X messages through the VM's MSI routes (irqfds),
+// which exist once the KVM VM does (see attachMSIRoutes).
 type msiSender struct{ vm *VM }
 
 // SignalMSI implements pci.MSIDelivery.
 func (m msiSender) SignalMSI(addr uint64, data uint32) error {
-	_, err := m.vm.vm.SignalMSI(kvm.MSI{AddressLo: uint32(addr), AddressHi: uint32(addr >> 32), Data: data})
-	if err != nil {
-		m.vm.log.Warn("MSI", "addr", fmt.Sprintf("%#x", addr), "data", fmt.Sprintf("%#x", data), "err", err)
+	if m.vm.msi == nil {
+		return fmt.Errorf("MSI %#x/%#x before the VM exists", addr, data)
 	}
-	return err
+	return m.vm.msi.SignalMSI(addr, data)
+}
+
+// attachMSIRoutes sets up MSI delivery for the KVM VM: GSI routes and
+// irqfds when KVM has both capabilities, else KVM_SIGNAL_MSI.
+func (v *VM) attachMSIRoutes() {
+	if v.pci == nil {
+		return
+	}
+	routing := true
+	for _, c := range []kvm.Cap{kvm.CapIRQRouting, kvm.CapIRQFD} {
+		if n, err := v.sys.CheckExtension(c); err != nil || n == 0 {
+			v.log.Debug("MSIs go through KVM_SIGNAL_MSI: capability missing", "cap", c, "err", err)
+			routing = false
+		}
+	}
+	v.msi = newMSIRoutes(v.vm, routing, v.log)
 }
 
 // pauseDevices quiesces every device worker; on error the devices paused
@@ -233,6 +249,10 @@ func (v *VM) closeDevices() error {
 	var errs []error
 	for _, d := range v.pciDevs {
 		errs = append(errs, d.t.Close())
+	}
+	// The workers have stopped: no MSI is being signalled.
+	if v.msi != nil {
+		v.msi.close()
 	}
 	for _, d := range v.pciDevs {
 		var c io.Closer

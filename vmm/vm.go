@@ -58,6 +58,7 @@ type VM struct {
 	pci       *pci.Bus     // nil without PCI devices (pci.go)
 	pciDevs   []*pciDevice // in bus order
 	notify    *notifiers   // queue notification ioeventfds; nil without PCI devices
+	msi       *msiRoutes   // MSI delivery (irqfds); nil without PCI devices or before the KVM VM exists
 	console   *console
 	api       *api.Server
 
@@ -148,6 +149,9 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	}
 	// After this, BAR changes (the guest's, or a migration restore's)
 	// move the registrations.
+	// MSI routes first: the notification readers attachNotifiers starts
+	// lead to device workers that signal MSIs.
+	v.attachMSIRoutes()
 	v.attachNotifiers()
 	for i, r := range v.mem.Regions() {
 		if err := v.vm.SetUserMemoryRegion(kvm.UserspaceMemoryRegion{

@@ -19,7 +19,7 @@ import (
 const topExits = 6
 
 // ctlCommands lists the ctl subcommands for error messages.
-const ctlCommands = "status, pause, resume, shutdown or dump-memory"
+const ctlCommands = "status, stats, pause, resume, shutdown, dump-memory or cancel-migration"
 
 // ctlCommand is `godwit ctl`: it controls a running VM through its API socket.
 func ctlCommand() *cli.Command {
@@ -51,6 +51,15 @@ func ctlCommand() *cli.Command {
 				},
 				Action: ctlStatus,
 			},
+			{
+				Name:      "stats",
+				Usage:     "show the VM's current or last outgoing migration: statistics, round records, downtime breakdown",
+				ArgsUsage: " ",
+				Flags: []cli.Flag{
+					&cli.BoolFlag{Name: "json", Usage: "print the API's JSON (GET /migrate) instead of a summary"},
+				},
+				Action: ctlStats,
+			},
 			simpleCtl("pause", "pause the VM's vCPUs and devices", "VM paused", (*api.Client).Pause),
 			simpleCtl("resume", "resume a paused VM", "VM resumed", (*api.Client).Resume),
 			simpleCtl("shutdown", "stop the VM", "VM shutting down", (*api.Client).Shutdown),
@@ -64,6 +73,15 @@ func ctlCommand() *cli.Command {
 					&cli.StringFlag{Name: "len", Value: "0", Usage: "bytes to dump, K/M/G suffixes; 0 = to the end of RAM"},
 				},
 				Action: ctlDumpMemory,
+			},
+			{
+				Name:      "cancel-migration",
+				Usage:     "abort the VM's outgoing migration before switchover and wait until it has ended; the VM keeps running here",
+				ArgsUsage: " ",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "wait", Value: 30 * time.Second, Usage: "how long to wait for the migration to end"},
+				},
+				Action: ctlCancelMigration,
 			},
 		},
 	}
@@ -206,5 +224,36 @@ func ctlDumpMemory(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "wrote %d bytes (%s) of guest memory from gpa %#x to %s\n",
 		n, formatSize(uint64(n)), gpa, out)
+	return nil
+}
+
+// ctlCancelMigration cancels the VM's outgoing migration (PUT
+// /migrate/cancel) and waits, up to --wait, until it has ended. A
+// migration that completed anyway (it was past switchover) is an error.
+func ctlCancelMigration(c *cli.Context) error {
+	cl, err := ctlClient(c)
+	if err != nil {
+		return err
+	}
+	info, err := cl.CancelMigration(c.Context)
+	if err != nil {
+		return cli.Exit("cancel-migration: "+err.Error(), 1)
+	}
+	deadline := time.Now().Add(c.Duration("wait"))
+	for info.Status == "active" && time.Now().Before(deadline) {
+		if info, err = cl.MigrationStatus(c.Context, min(time.Second, time.Until(deadline))); err != nil {
+			return cli.Exit("cancel-migration: migration status: "+err.Error(), 1)
+		}
+	}
+	switch info.Status {
+	case "active":
+		return cli.Exit(fmt.Sprintf("cancel-migration: the migration is still active after %v", c.Duration("wait")), 1)
+	case "completed":
+		return cli.Exit("cancel-migration: too late: the migration completed, the VM runs on the destination", 1)
+	case "cancelled":
+		fmt.Fprintf(c.App.Writer, "migration cancelled; the VM keeps running here (%s)\n", printable(info.Error))
+	default:
+		fmt.Fprintf(c.App.Writer, "no migration running (last one: %s)\n", printable(info.Status))
+	}
 	return nil
 }

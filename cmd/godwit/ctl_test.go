@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -264,6 +265,67 @@ func TestSummarizeExits(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := summarizeExits(tt.exits, tt.n); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// ctlFakeMigrator is a ctlFakeVM with an outgoing migration in status,
+// which a cancel ends as cancelTo.
+type ctlFakeMigrator struct {
+	ctlFakeVM
+	status, cancelTo string
+}
+
+func (f *ctlFakeMigrator) StartMigration(context.Context, api.MigrateRequest) error { return nil }
+
+func (f *ctlFakeMigrator) MigrationStatus() api.MigrationInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	info := api.MigrationInfo{Status: f.status}
+	if f.status == "cancelled" {
+		info.Error = "context canceled"
+	}
+	return info
+}
+
+func (f *ctlFakeMigrator) CancelMigration(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.status == "active" {
+		f.status = f.cancelTo
+	}
+	return nil
+}
+
+func (f *ctlFakeMigrator) WaitMigration(context.Context, time.Duration) api.MigrationInfo {
+	return f.MigrationStatus()
+}
+
+func TestCtlCancelMigration(t *testing.T) {
+	tests := []struct {
+		name, status, cancelTo string
+		wantOut, wantErr       string
+	}{
+		{name: "cancelled", status: "active", cancelTo: "cancelled", wantOut: "migration cancelled; the VM keeps running here (context canceled)\n"},
+		{name: "none", status: "none", wantOut: "no migration running (last one: none)\n"},
+		{name: "failed", status: "failed", wantOut: "no migration running (last one: failed)\n"},
+		{name: "too late", status: "active", cancelTo: "completed", wantErr: "cancel-migration: too late"},
+		{name: "stuck", status: "active", cancelTo: "active", wantErr: "cancel-migration: the migration is still active after 10ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vm := &ctlFakeMigrator{ctlFakeVM: ctlFakeVM{state: "running"}, status: tt.status, cancelTo: tt.cancelTo}
+			sock := serveFake(t, vm)
+			out, err, code := runCtl(t, "--api-sock", sock, "cancel-migration", "--wait", "10ms")
+			if tt.wantErr != "" {
+				if code != 1 || err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("code %d, error %v; want 1 and %q", code, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || out != tt.wantOut {
+				t.Fatalf("output %q, error %v; want %q", out, err, tt.wantOut)
 			}
 		})
 	}

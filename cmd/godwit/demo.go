@@ -21,7 +21,7 @@ func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
 		Usage: "bounce the embedded test guest between local godwit instances, verifying its memory after every hop",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "hops", Value: 10, Usage: "number of migrations"},
 			&cli.StringFlag{Name: "mem", Value: "256M", Usage: "guest RAM size"},
 			&cli.StringSliceFlag{Name: "guest-arg", Usage: "embedded test guest parameter key=value (repeatable)"},
@@ -29,7 +29,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 or none"},
 			&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "limit for each step (boot, hop, check)"},
 			&cli.BoolFlag{Name: "json", Usage: "print every hop's statistics as JSON lines"},
-		},
+		}, channelFlags("the `NAME` the certificates must carry, checked both ways (default: the destination's address, 127.0.0.1, on the source side only); every instance uses the same --tls-cert")...),
 		Action: runDemo,
 	}
 }
@@ -62,6 +62,10 @@ func runDemo(c *cli.Context) error {
 	if _, err := migrate.ParseCompression(c.String("compress")); err != nil {
 		return cli.Exit("--compress: "+err.Error(), 2)
 	}
+	channel, _, err := loadChannel(c)
+	if err != nil {
+		return err
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return cli.Exit(err.Error(), 1)
@@ -77,6 +81,8 @@ func runDemo(c *cli.Context) error {
 		runArgs = append(runArgs, "--guest-arg", a)
 	}
 	auto := true
+	req := api.MigrateRequest{DowntimeMS: int64(c.Int("downtime-ms")), Compress: c.String("compress"), AutoConverge: &auto}
+	requestChannel(&req, channel)
 	checks := map[int]demoCheck{}
 	var last uint64
 	fmt.Printf("godwit demo: test guest, %s RAM, range %#x-%#x, %d hops over loopback\n",
@@ -86,13 +92,14 @@ func runDemo(c *cli.Context) error {
 			"hop", "route", "total_ms", "downtime", "rounds", "transferred", "counter", "passes", "check")
 	}
 	hops, final, err := pingpong.Run(c.Context, pingpong.Options{
-		Godwit:  self,
-		Dir:     dir,
-		RunArgs: runArgs,
-		Hops:    c.Int("hops"),
-		Migrate: api.MigrateRequest{DowntimeMS: int64(c.Int("downtime-ms")), Compress: c.String("compress"), AutoConverge: &auto},
-		Timeout: c.Duration("timeout"),
-		Log:     os.Stderr,
+		Godwit:      self,
+		Dir:         dir,
+		RunArgs:     runArgs,
+		Hops:        c.Int("hops"),
+		Migrate:     req,
+		ReceiveArgs: receiveChannelArgs(channel),
+		Timeout:     c.Duration("timeout"),
+		Log:         os.Stderr,
 		Verify: func(ctx context.Context, hop int, in *pingpong.Instance) error {
 			res, passes, err := verifyGuest(ctx, in, params, filepath.Join(dir, "mem.img"))
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -17,7 +16,7 @@ func migrateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "migrate",
 		Usage: "live-migrate a running VM to a `godwit receive` instance",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "api-sock", EnvVars: []string{"GODWIT_API_SOCK"}, Usage: "control socket of the source VM"},
 			&cli.StringFlag{Name: "to", Usage: "destination tcp:HOST:PORT"},
 			&cli.IntFlag{Name: "downtime-ms", Value: 300, Usage: "downtime target in milliseconds"},
@@ -26,7 +25,8 @@ func migrateCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0 = no limit); the VM keeps running here"},
 			&cli.BoolFlag{Name: "auto-converge", Value: true, Usage: "throttle the vCPUs when rounds stop shrinking"},
 			&cli.BoolFlag{Name: "json", Usage: "print the final statistics as JSON"},
-		},
+			&cli.StringFlag{Name: "trace", Usage: traceUsage},
+		}, channelFlags("the `NAME` the destination's certificate must carry (default: the host of --to)")...),
 		Action: runMigrate,
 	}
 }
@@ -51,7 +51,20 @@ func runMigrate(c *cli.Context) error {
 	if c.Int("downtime-ms") < 0 || c.Duration("timeout") < 0 {
 		return cli.Exit("--downtime-ms and --timeout must not be negative", 2)
 	}
+	// The source VM's process reads the files; checked here first, so a
+	// bad one is a clear error of this command.
+	channel, _, err := loadChannel(c)
+	if err != nil {
+		return err
+	}
 	auto := c.Bool("auto-converge")
+	var trace *traceFile
+	if path := c.String("trace"); path != "" {
+		// Created before the migration starts, so a bad path starts nothing.
+		if trace, err = createTrace(path, os.Stderr); err != nil {
+			return cli.Exit("--trace: "+err.Error(), 1)
+		}
+	}
 	client := api.NewClient(sock)
 	ctx := c.Context
 	if _, err := client.Migrate(ctx, api.MigrateRequest{
@@ -61,25 +74,39 @@ func runMigrate(c *cli.Context) error {
 		Compress:     c.String("compress"),
 		TimeoutMS:    c.Duration("timeout").Milliseconds(),
 		AutoConverge: &auto,
+
+		PSKFile:     channel.PSKFile,
+		TLSCert:     channel.CertFile,
+		TLSKey:      channel.KeyFile,
+		TLSCA:       channel.CAFile,
+		TLSPeerName: channel.PeerName,
 	}); err != nil {
+		if trace != nil {
+			trace.discard()
+		}
 		return cli.Exit(err.Error(), 1)
 	}
 	tty := isTerminal(os.Stderr)
-	var info api.MigrationInfo
-	for {
-		info, err = client.MigrationStatus(ctx, time.Second)
-		if err != nil {
-			return cli.Exit("migration status: "+err.Error(), 1)
-		}
-		if info.Status != "active" {
-			break
-		}
+	info, err := followMigration(ctx, client, func(info api.MigrationInfo) {
 		if tty {
 			showProgress(info)
 		}
+		if trace != nil {
+			trace.rounds(info)
+		}
+	})
+	if err != nil {
+		return cli.Exit("migration status: "+err.Error(), 1)
 	}
 	if tty {
 		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	if trace != nil {
+		// A trace that could not be written does not change the
+		// migration's outcome, which the exit code reports.
+		if err := trace.finish(info); err != nil {
+			fmt.Fprintf(os.Stderr, "godwit: warning: trace %s: %v\n", trace.path, err)
+		}
 	}
 	if c.Bool("json") {
 		out, _ := json.MarshalIndent(info, "", "  ")
@@ -114,12 +141,7 @@ func printStats(info api.MigrationInfo) {
 		return
 	}
 	fmt.Printf("status:       %s\n", info.Status)
-	fmt.Printf("total:        %.1f ms (setup %.1f ms)\n", s.TotalMs, s.SetupMs)
-	fmt.Printf("downtime:     %.1f ms (expected %.1f ms)\n", s.DowntimeMs, s.ExpectedDowntimeMs)
-	fmt.Printf("rounds:       %d\n", s.Rounds)
-	fmt.Printf("transferred:  %s (%.0f Mbit/s)\n", formatSize(s.TransferredBytes), s.Mbps)
-	fmt.Printf("pages:        normal %d, zero %d, compressed %d\n", s.Pages.Normal, s.Pages.Zero, s.Pages.Compressed)
-	fmt.Printf("dirty rate:   %.0f pages/s, throttle %d%%\n", s.DirtyPagesRate, s.ThrottlePct)
+	writeStats(os.Stdout, s)
 }
 
 // isTerminal reports whether f is a terminal.

@@ -24,6 +24,7 @@ func pingpongCommand() *cli.Command {
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "limit for each step (boot, hop, check)"},
 		&cli.BoolFlag{Name: "console", Usage: "echo the guest console, prefixed with the instance name, to stderr"},
 	}
+	flags = append(flags, channelFlags("the `NAME` the certificates must carry, checked both ways (default: the destination's address, 127.0.0.1, on the source side only); every instance uses the same --tls-cert")...)
 	// The VM flags of `godwit run`, passed on to the first instance.
 	// Not --net: the instances run on one host, and a tap has one holder
 	// at a time, so every hop would need another tap (receive --tap-map).
@@ -71,6 +72,10 @@ func runPingpong(c *cli.Context) error {
 	if _, err := vmConfig(c); err != nil {
 		return err
 	}
+	channel, _, err := loadChannel(c)
+	if err != nil {
+		return err
+	}
 	var runArgs []string
 	for _, f := range vmFlags() {
 		name := f.Names()[0]
@@ -112,6 +117,8 @@ func runPingpong(c *cli.Context) error {
 	if c.Bool("console") {
 		o.Console = os.Stderr
 	}
+	requestChannel(&o.Migrate, channel)
+	o.ReceiveArgs = append(o.ReceiveArgs, receiveChannelArgs(channel)...)
 	hops, final, runErr := pingpong.Run(c.Context, o)
 	if runErr == nil {
 		if err := final.Client.Shutdown(c.Context); err != nil {

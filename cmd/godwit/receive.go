@@ -21,7 +21,7 @@ func receiveCommand() *cli.Command {
 		Name:      "receive",
 		Usage:     "wait for one VM migrated by `godwit migrate`, then run it",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Usage: "where to listen, tcp:HOST:PORT"},
 			&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API of the received VM"},
 			&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
@@ -29,7 +29,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk image OLD (the path its --disk gave) as NEW here; unmapped images are opened at the source's path (repeatable)"},
 			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's network device on tap OLD to tap NEW here (created when absent); unmapped devices use a tap of the source's name (repeatable)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
-		},
+		}, channelFlags("accept only a source whose certificate carries `NAME` (DNS, IP, URI or e-mail SAN, or subject CN; default: any certificate the CA signed)")...),
 		Action: runReceive,
 	}
 }
@@ -67,14 +67,22 @@ func runReceive(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
+	fault, err := parseTestFault(os.Getenv(testFaultEnv))
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	_, channel, err := loadChannel(c)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("--listen: %v", err), 1)
 	}
-	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !net.ParseIP(host).IsLoopback() {
-		log.Warn("listening for a VM on a non-loopback address without authentication", "addr", ln.Addr().String())
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); channel == nil && !net.ParseIP(host).IsLoopback() {
+		log.Warn("listening for a VM on a non-loopback address without authentication (see --psk-file, --tls-cert)", "addr", ln.Addr().String())
 	}
-	log.Info("waiting for a migrating VM", "listen", "tcp:"+ln.Addr().String())
+	log.Info("waiting for a migrating VM", "listen", "tcp:"+ln.Addr().String(), "channel", channelName(channel))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	context.AfterFunc(ctx, func() { ln.Close() })
@@ -84,6 +92,10 @@ func runReceive(c *cli.Context) error {
 		return cli.Exit("waiting for the source: "+err.Error(), 1)
 	}
 	defer conn.Close()
+	// The source proves who it is before anything of the VM is read.
+	if conn, err = acceptChannel(ctx, conn, channel, c.Duration("idle-timeout"), log); err != nil {
+		return cli.Exit("refused the migrating peer: "+err.Error(), 1)
+	}
 	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap, TapMap: tapMap}
 	// An incoming VM's RAM is a fresh memfd: zero until the stream writes
 	// it (NewIncoming loads no guest and no device writes RAM before the
@@ -97,7 +109,7 @@ func runReceive(c *cli.Context) error {
 		vm = v
 		return v, nil
 	}
-	_, dstats, err := migrate.Receive(ctx, conn, factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout"), AssumeZeroed: true})
+	_, dstats, err := migrate.Receive(ctx, fault.wrap(conn, log), factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout"), AssumeZeroed: true})
 	if err != nil {
 		return cli.Exit("receiving the VM failed: "+err.Error(), 1)
 	}

@@ -279,6 +279,7 @@ func (t *Transport) resetRegsLocked() {
 	t.devFeatSel, t.drvFeatSel, t.acked, t.status, t.queueSel = 0, 0, 0, 0, 0
 	for i, q := range t.queues {
 		q.reset()
+		t.mirrors[i].publish(q)
 		t.vectors[i].Store(noVector)
 		t.pending[i].Store(false)
 	}

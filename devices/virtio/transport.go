@@ -65,6 +65,7 @@ type Transport struct {
 	vectors    []atomic.Uint32
 	needsReset atomic.Bool
 	pending    []atomic.Bool
+	mirrors    []queueMirror // the queues' indices for Inspect
 	kick       chan struct{}
 
 	irqMu sync.Mutex
@@ -107,6 +108,7 @@ func NewTransport(dev Device, mem *memory.Memory, msi pci.MSIDelivery) (*Transpo
 		cfgSize: uint64(cfgSize),
 		vectors: make([]atomic.Uint32, nq),
 		pending: make([]atomic.Bool, nq),
+		mirrors: make([]queueMirror, nq),
 		kick:    make(chan struct{}, 1),
 	}
 	for i := 0; i < nq; i++ {

@@ -177,6 +177,7 @@ func (t *Transport) RestoreState(b []byte) error {
 			q.broken = errRestoredBroken
 		}
 		t.vectors[i].Store(uint32(qs.Vector))
+		t.mirrors[i].publish(q)
 	}
 	if s.Status&StatusDriverOK != 0 {
 		t.activateLocked()

@@ -89,6 +89,7 @@ func (t *Transport) run(w *worker, live []bool) {
 // notifications as it goes.
 func (t *Transport) service(i int) {
 	q := t.queues[i]
+	defer t.mirrors[i].publish(q)
 	for round := 0; q.broken == nil; round++ {
 		err := t.dev.ProcessQueue(i)
 		if err == nil {

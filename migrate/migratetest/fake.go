@@ -55,6 +55,10 @@ type VM struct {
 	// first Tick that many pages: a guest whose dirtying is tied to
 	// migration rounds, for deterministic convergence tests.
 	DirtyPerRound int
+	// DirtySchedule, if set, replaces DirtyPerRound: the n-th FetchDirty
+	// of region 0 (n from 0) first Ticks DirtySchedule(n) pages, so a
+	// test can script how the dirty set evolves round by round.
+	DirtySchedule func(n int) int
 	// Fail, if set, is consulted at the start of every operation; a
 	// non-nil result fails it.
 	Fail func(op Op) error
@@ -76,6 +80,7 @@ type VM struct {
 	kvmDirty [][]uint64
 	rng      uint64
 	ticks    uint64
+	fetches  int // FetchDirty calls of region 0
 	calls    map[Op]int
 }
 
@@ -248,8 +253,17 @@ func (v *VM) FetchDirty(i int, dst []uint64) error {
 	if err := v.enter(OpFetchDirty); err != nil {
 		return err
 	}
-	if i == 0 && v.DirtyPerRound > 0 {
-		v.Tick(v.DirtyPerRound)
+	if i == 0 {
+		v.mu.Lock()
+		n := v.fetches
+		v.fetches++
+		v.mu.Unlock()
+		switch {
+		case v.DirtySchedule != nil:
+			v.Tick(v.DirtySchedule(n))
+		case v.DirtyPerRound > 0:
+			v.Tick(v.DirtyPerRound)
+		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -83,8 +83,18 @@ type vmProcess struct {
 // scanned into lines.
 func startGodwit(t *testing.T, args ...string) *vmProcess {
 	t.Helper()
+	return startGodwitEnv(t, nil, args...)
+}
+
+// startGodwitEnv is startGodwit with env (KEY=VALUE) added to the
+// environment.
+func startGodwitEnv(t *testing.T, env []string, args ...string) *vmProcess {
+	t.Helper()
 	p := &vmProcess{t: t, lines: make(chan string, 4096), done: make(chan struct{}), errLines: make(chan string, 256)}
 	p.cmd = exec.Command(godwitBin(t), args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +196,20 @@ func (p *vmProcess) wait() error {
 	}
 }
 
+// stderrText returns what p has written to stderr so far.
+func (p *vmProcess) stderrText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// consoleLines returns how many console lines p has printed so far.
+func (p *vmProcess) consoleLines() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.console)
+}
+
 // waitStderr returns the first stderr line of p containing s.
 func waitStderr(t *testing.T, p *vmProcess, s string) string {
 	t.Helper()
@@ -229,8 +253,15 @@ func tempPath(t *testing.T, name string) string { return filepath.Join(t.TempDir
 // receive flags (--disk-map, --tap-map).
 func startReceiver(t *testing.T, name string, extra ...string) (p *vmProcess, addr, sock string) {
 	t.Helper()
+	return startReceiverEnv(t, name, nil, extra...)
+}
+
+// startReceiverEnv is startReceiver with env (KEY=VALUE) added to the
+// receiver's environment.
+func startReceiverEnv(t *testing.T, name string, env []string, extra ...string) (p *vmProcess, addr, sock string) {
+	t.Helper()
 	sock = tempPath(t, name+".sock")
-	p = startGodwit(t, append([]string{"receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock}, extra...)...)
+	p = startGodwitEnv(t, env, append([]string{"receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock}, extra...)...)
 	line := waitStderr(t, p, "waiting for a migrating VM")
 	_, rest, _ := strings.Cut(line, "listen=")
 	if f := strings.Fields(rest); len(f) > 0 {

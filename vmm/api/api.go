@@ -53,6 +53,26 @@ type VMInfo struct {
 	// Exits counts VM exits by reason ("io", "mmio", "hlt", ...) plus
 	// VMM-side counters such as "unhandled_pio_reads".
 	Exits map[string]uint64 `json:"exits"`
+	// DirtyLog reports whether KVM dirty logging is on for guest RAM:
+	// only while a migration sends the VM; its end, failed, cancelled or
+	// completed, turns it off.
+	DirtyLog bool `json:"dirty_log"`
+	// Devices describes each PCI device for diagnostics: its virtio
+	// transport, queues (indices and ring fields), MSI-X and counters.
+	Devices []DeviceInfo `json:"devices,omitempty"`
+	// MSIRoutes counts the MSI messages delivered through irqfds.
+	MSIRoutes int `json:"msi_routes"`
+}
+
+// DeviceInfo describes one PCI device in VMInfo.
+type DeviceInfo struct {
+	// Name is the device's name (e.g. "net0").
+	Name string `json:"name"`
+	// Slot is its PCI slot.
+	Slot int `json:"slot"`
+	// Virtio is the transport's diagnostic snapshot (the JSON of
+	// virtio.TransportInfo).
+	Virtio any `json:"virtio"`
 }
 
 // VMConfig is the configuration of a VM as reported by the API.

@@ -25,6 +25,20 @@ type MigrateRequest struct {
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// AutoConverge throttles the vCPUs when rounds stop shrinking.
 	AutoConverge *bool `json:"auto_converge,omitempty"`
+	// PSKFile authenticates the destination and encrypts the migration
+	// with the pre-shared key in this file (package migrate/secure). The
+	// VM process reads this and the TLS files: absolute paths on its
+	// host.
+	PSKFile string `json:"psk_file,omitempty"`
+	// TLSCert, TLSKey and TLSCA select mutual TLS instead: this VM's PEM
+	// client certificate and key, and the CA certificates that verify
+	// the destination's certificate.
+	TLSCert string `json:"tls_cert,omitempty"`
+	TLSKey  string `json:"tls_key,omitempty"`
+	TLSCA   string `json:"tls_ca,omitempty"`
+	// TLSPeerName is the name the destination's certificate must carry
+	// (default: the host of To).
+	TLSPeerName string `json:"tls_peer_name,omitempty"`
 }
 
 // validate checks the fields of a decoded migrate request.
@@ -47,8 +61,13 @@ type MigrationInfo struct {
 	// Error is the failure reason when Status is "failed".
 	Error string `json:"error,omitempty"`
 	// Stats are the migration statistics so far (names as in QEMU's
-	// query-migrate where they overlap).
+	// query-migrate where they overlap); once the migration completed,
+	// they include the downtime breakdown ("stop_and_copy").
 	Stats json.RawMessage `json:"stats,omitempty"`
+	// Rounds are the records of the most recent memory rounds, oldest
+	// first (a JSON array of migrate.RoundRecord, the trace's round
+	// records: docs/trace.md).
+	Rounds json.RawMessage `json:"rounds,omitempty"`
 }
 
 // Migrator is what a Controller implements to support live migration.

@@ -144,6 +144,26 @@ func (d *Disk) read(mem *memory.Memory, r *request) (byte, uint64, error) {
 		return StatusIOErr, 0, nil
 	}
 	off := r.sector * SectorSize
+	if v, ok := d.img.(vectored); ok {
+		bufs := make([][]byte, 0, len(r.in))
+		for _, b := range r.in {
+			dst, err := mem.WritableSlice(b.Addr, uint64(b.Len))
+			if err != nil {
+				return 0, 0, err
+			}
+			bufs = append(bufs, dst)
+		}
+		n, err := v.ReadVAt(bufs, int64(off))
+		// Marked again now that the bytes landed: a migration round
+		// may have taken WritableSlice's mark before.
+		for _, b := range r.in {
+			mem.MarkDirty(b.Addr, uint64(b.Len))
+		}
+		if err != nil || uint64(n) != r.inLen {
+			return StatusIOErr, uint64(n), nil
+		}
+		return StatusOK, uint64(n), nil
+	}
 	var done uint64
 	for _, b := range r.in {
 		dst, err := mem.WritableSlice(b.Addr, uint64(b.Len))
@@ -151,8 +171,6 @@ func (d *Disk) read(mem *memory.Memory, r *request) (byte, uint64, error) {
 			return 0, 0, err
 		}
 		n, err := d.img.ReadAt(dst, int64(off+done))
-		// Marked again now that the bytes landed: a migration round
-		// may have taken WritableSlice's mark before.
 		mem.MarkDirty(b.Addr, uint64(b.Len))
 		done += uint64(n)
 		if err != nil || n != len(dst) {
@@ -163,7 +181,7 @@ func (d *Disk) read(mem *memory.Memory, r *request) (byte, uint64, error) {
 }
 
 // write executes an OUT request: the data buffers are written to the image
-// with pwrite straight from guest memory, then synced when the driver did
+// with pwritev (pwrite for backends without it) straight from guest memory, then synced when the driver did
 // not negotiate VIRTIO_BLK_F_FLUSH. Every byte range that reached the
 // image is marked in the written-block bitmap, even when a later part
 // fails: a storage migration must resend whatever changed.
@@ -172,16 +190,32 @@ func (d *Disk) write(mem *memory.Memory, r *request, writeThrough bool) (byte, e
 		return StatusIOErr, nil
 	}
 	off := r.sector * SectorSize
-	for _, b := range r.out {
-		src, err := mem.Slice(b.Addr, uint64(b.Len))
-		if err != nil {
-			return 0, err
+	if v, ok := d.img.(vectored); ok {
+		bufs := make([][]byte, 0, len(r.out))
+		for _, b := range r.out {
+			src, err := mem.Slice(b.Addr, uint64(b.Len))
+			if err != nil {
+				return 0, err
+			}
+			bufs = append(bufs, src)
 		}
-		n, err := d.img.WriteAt(src, int64(off))
+		n, err := v.WriteVAt(bufs, int64(off))
 		d.written.Mark(off, uint64(n))
-		off += uint64(n)
-		if err != nil || n != len(src) {
+		if err != nil || uint64(n) != r.outLen {
 			return StatusIOErr, nil
+		}
+	} else {
+		for _, b := range r.out {
+			src, err := mem.Slice(b.Addr, uint64(b.Len))
+			if err != nil {
+				return 0, err
+			}
+			n, err := d.img.WriteAt(src, int64(off))
+			d.written.Mark(off, uint64(n))
+			off += uint64(n)
+			if err != nil || n != len(src) {
+				return StatusIOErr, nil
+			}
 		}
 	}
 	if writeThrough && r.outLen > 0 {

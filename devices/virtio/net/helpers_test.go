@@ -133,6 +133,16 @@ func packet(flags, gso byte, csumStart, csumOff uint16, frame []byte) []byte {
 	return append(h, frame...)
 }
 
+// gsoPacket returns a GSO packet as the tap or a driver gives it: partial
+// checksum at the TCP header after IPv4 (offsets are not checked here),
+// hdr_len and gso_size set.
+func gsoPacket(gso byte, hdrLen, gsoSize uint16, frame []byte) []byte {
+	p := packet(hdrFNeedsCsum, gso, 34, 16, frame)
+	binary.LittleEndian.PutUint16(p[hdrHdrLen:], hdrLen)
+	binary.LittleEndian.PutUint16(p[hdrGSOSize:], gsoSize)
+	return p
+}
+
 // rig is a network device on a virtiotest machine with live queues: rx on
 // vector 1, tx on 2, ctrl on 3, configuration changes on 0.
 type rig struct {

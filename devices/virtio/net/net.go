@@ -61,10 +61,14 @@ const (
 	// QueueSize is the maximum size of every queue.
 	QueueSize = 256
 	// MaxBacklogFrames and MaxBacklogBytes bound the frames read from
-	// the tap and not yet in guest buffers; beyond them frames are
-	// dropped. They also bound the saved state.
+	// the tap and not yet in guest buffers. When the backlog has no room
+	// for another frame of the largest size, the receive goroutine stops
+	// reading and frames wait in the tap's own queue (the host kernel's,
+	// which holds a thousand): backpressure rather than drops, which
+	// would cost TCP a retransmission each. They also bound the saved
+	// state.
 	MaxBacklogFrames = 128
-	MaxBacklogBytes  = 256 << 10
+	MaxBacklogBytes  = 1 << 20
 )
 
 // Backend is the host side of a Device: a tap opened with IFF_VNET_HDR
@@ -98,11 +102,12 @@ type Stats struct {
 	// the driver.
 	RxFrames, RxBytes uint64
 	// RxDropped counts frames from the tap dropped because the backlog
-	// was full (the driver did not post receive buffers fast enough).
+	// was full (only a restored backlog can leave too little room; the
+	// receive goroutine otherwise waits for room before reading).
 	RxDropped uint64
 	// RxInvalid counts frames from the tap the driver cannot take:
-	// shorter than an Ethernet header, GSO, a partial checksum without
-	// VIRTIO_NET_F_GUEST_CSUM, or larger than all the buffers it can
+	// shorter than an Ethernet header, GSO of a kind it did not
+	// negotiate, a partial checksum without VIRTIO_NET_F_GUEST_CSUM, or larger than all the buffers it can
 	// post.
 	RxInvalid uint64
 	// RxErrors counts failed tap reads (the receive goroutine stops at
@@ -172,6 +177,7 @@ type Device struct {
 	status    uint16   // configuration status
 	backlog   [][]byte // header and frame, oldest first
 	backlogSz int
+	room      *sync.Cond // on mu: the backlog shrank or the reader must stop
 	reader    *reader    // the receive goroutine, when running
 	announcer *announcer // the RARP goroutine, when running
 	// onFrame, when set, runs after the receive goroutine handled a
@@ -196,7 +202,31 @@ func New(b Backend, opts Options) (*Device, error) {
 	if err := CheckMAC(opts.MAC); err != nil {
 		return nil, fmt.Errorf("virtio-net: %w", err)
 	}
-	return &Device{tap: b, mac: opts.MAC, delays: announceDelays, status: StatusLinkUp}, nil
+	d := &Device{tap: b, mac: opts.MAC, delays: announceDelays, status: StatusLinkUp}
+	d.room = sync.NewCond(&d.mu)
+	return d, nil
+}
+
+// Counters implements virtio.Counterer: Stats, the backlog and whether
+// the receive goroutine runs.
+func (d *Device) Counters() map[string]uint64 {
+	s := d.Stats()
+	d.mu.Lock()
+	backlog, backlogBytes, reading := len(d.backlog), d.backlogSz, d.reader != nil
+	d.mu.Unlock()
+	b2u := func(b bool) uint64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	return map[string]uint64{
+		"rx_frames": s.RxFrames, "rx_bytes": s.RxBytes, "rx_dropped": s.RxDropped,
+		"rx_invalid": s.RxInvalid, "rx_errors": s.RxErrors,
+		"tx_frames": s.TxFrames, "tx_bytes": s.TxBytes, "tx_dropped": s.TxDropped, "tx_errors": s.TxErrors,
+		"announcements":  s.Announcements,
+		"backlog_frames": uint64(backlog), "backlog_bytes": uint64(backlogBytes), "reader_running": b2u(reading),
+	}
 }
 
 // MAC returns the device's MAC address.
@@ -248,16 +278,13 @@ func (d *Device) ReadConfig(off uint64, data []byte) {
 func (d *Device) WriteConfig(uint64, []byte) {}
 
 // Activate implements virtio.Device: the tap's offloads follow the
-// driver's VIRTIO_NET_F_GUEST_CSUM, and the receive goroutine starts
+// driver's VIRTIO_NET_F_GUEST_CSUM and GUEST_TSO* features, and the receive goroutine starts
 // unless the device is paused.
 func (d *Device) Activate(features uint64, queues []*virtio.Queue, host virtio.Host) error {
 	if len(queues) != numQueues {
 		return fmt.Errorf("virtio-net: %d queues, want %d", len(queues), numQueues)
 	}
-	var offload uint
-	if features&FeatureGuestCsum != 0 {
-		offload = tap.OffloadCsum
-	}
+	offload := tapOffload(features)
 	if err := d.tap.SetOffload(offload); err != nil {
 		return fmt.Errorf("virtio-net: %w", err)
 	}
@@ -268,6 +295,26 @@ func (d *Device) Activate(features uint64, queues []*virtio.Queue, host virtio.H
 		d.startReaderLocked()
 	}
 	return nil
+}
+
+// tapOffload returns the tap.Offload* flags for what the driver takes:
+// partial checksums with VIRTIO_NET_F_GUEST_CSUM, and with it each TCP
+// segmentation offload the driver negotiated.
+func tapOffload(features uint64) uint {
+	if features&FeatureGuestCsum == 0 {
+		return 0
+	}
+	offload := uint(tap.OffloadCsum)
+	if features&FeatureGuestTSO4 != 0 {
+		offload |= tap.OffloadTSO4
+	}
+	if features&FeatureGuestTSO6 != 0 {
+		offload |= tap.OffloadTSO6
+	}
+	if features&FeatureGuestECN != 0 && offload&(tap.OffloadTSO4|tap.OffloadTSO6) != 0 {
+		offload |= tap.OffloadTSOECN
+	}
+	return offload
 }
 
 // ProcessQueue implements virtio.Device. It runs on the transport's

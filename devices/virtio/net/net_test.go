@@ -107,7 +107,8 @@ func TestIdentity(t *testing.T) {
 	if class := r.d.Cfg32(8) >> 8; class != pciClassEthernet {
 		t.Errorf("class %#x", class)
 	}
-	want := uint64(FeatureCsum | FeatureGuestCsum | FeatureMAC | FeatureMrgRxbuf | FeatureStatus | FeatureCtrlVQ | FeatureGuestAnnounce)
+	want := uint64(FeatureCsum | FeatureGuestCsum | FeatureMAC | FeatureMrgRxbuf | FeatureStatus | FeatureCtrlVQ | FeatureGuestAnnounce |
+		FeatureGuestTSO4 | FeatureGuestTSO6 | FeatureGuestECN | FeatureHostTSO4 | FeatureHostTSO6 | FeatureHostECN)
 	if got := r.acked & virtio.DeviceFeatureMask; got != want {
 		t.Errorf("device features %#x, want %#x", got, want)
 	}
@@ -140,9 +141,9 @@ func TestIdentity(t *testing.T) {
 	if r.dev.MAC() != testMAC {
 		t.Errorf("MAC() = %s", FormatMAC(r.dev.MAC()))
 	}
-	// GUEST_CSUM turns the tap's checksum offload on.
-	if off := r.tap.Offload(); off != tap.OffloadCsum {
-		t.Errorf("tap offload %#x with GUEST_CSUM, want CSUM", off)
+	// GUEST_CSUM and GUEST_TSO* turn the tap's offloads on.
+	if off, want := r.tap.Offload(), uint(tap.OffloadCsum|tap.OffloadTSO4|tap.OffloadTSO6|tap.OffloadTSOECN); off != want {
+		t.Errorf("tap offload %#x with every feature, want %#x", off, want)
 	}
 	r2 := newRig(t, ^uint64(FeatureGuestCsum))
 	if off := r2.tap.Offload(); off != 0 {
@@ -155,6 +156,7 @@ func TestIdentity(t *testing.T) {
 func TestTransmit(t *testing.T) {
 	f60 := ethFrame(60, 1)
 	f100 := ethFrame(100, 2)
+	f3000 := ethFrame(3000, 3)
 	plain := packet(0, 0, 0, 0, f60)
 	withBuffers := append([]byte(nil), plain...)
 	withBuffers[hdrNumBuffers] = 7
@@ -179,7 +181,14 @@ func TestTransmit(t *testing.T) {
 		{name: "partial checksum without CSUM", want: ^uint64(FeatureCsum), segs: []seg{ro(csum)}, dropped: 1},
 		{name: "checksum field beyond the frame", segs: []seg{ro(packet(hdrFNeedsCsum, 0, 90, 9, f100))}, dropped: 1},
 		{name: "checksum field at the end", segs: []seg{ro(packet(hdrFNeedsCsum, 0, 90, 8, f100))}, tap: packet(hdrFNeedsCsum, 0, 90, 8, f100)},
-		{name: "GSO", segs: []seg{ro(packet(0, 1, 0, 0, f100))}, dropped: 1},
+		{name: "GSO without NEEDS_CSUM", segs: []seg{ro(packet(0, 1, 0, 0, f100))}, dropped: 1},
+		{name: "TSO4", segs: []seg{ro(gsoPacket(hdrGSOTCPv4, 54, 1448, f3000))}, tap: gsoPacket(hdrGSOTCPv4, 54, 1448, f3000)},
+		{name: "TSO6 with ECN", segs: []seg{ro(gsoPacket(hdrGSOTCPv6|hdrGSOECN, 74, 1428, f3000))}, tap: gsoPacket(hdrGSOTCPv6|hdrGSOECN, 74, 1428, f3000)},
+		{name: "TSO4 without HOST_TSO4", want: ^uint64(FeatureHostTSO4), segs: []seg{ro(gsoPacket(hdrGSOTCPv4, 54, 1448, f3000))}, dropped: 1},
+		{name: "ECN without HOST_ECN", want: ^uint64(FeatureHostECN), segs: []seg{ro(gsoPacket(hdrGSOTCPv4|hdrGSOECN, 54, 1448, f3000))}, dropped: 1},
+		{name: "UDP GSO", segs: []seg{ro(gsoPacket(3, 42, 1400, f3000))}, dropped: 1},
+		{name: "GSO size zero", segs: []seg{ro(gsoPacket(hdrGSOTCPv4, 54, 0, f3000))}, dropped: 1},
+		{name: "GSO header beyond the frame", segs: []seg{ro(gsoPacket(hdrGSOTCPv4, 3001, 1448, f3000))}, dropped: 1},
 		{name: "DATA_VALID on transmit", segs: []seg{ro(packet(hdrFDataValid, 0, 0, 0, f100))}, dropped: 1},
 		{name: "unknown flag", segs: []seg{ro(packet(4, 0, 0, 0, f100))}, dropped: 1},
 		{name: "runt frame", segs: []seg{ro(packet(0, 0, 0, 0, f60[:13]))}, dropped: 1},
@@ -279,6 +288,9 @@ func TestReceive(t *testing.T) {
 	p200 := packet(0, 0, 0, 0, ethFrame(200, 2))
 	valid := packet(hdrFDataValid, 0, 0, 0, ethFrame(100, 3))
 	partial := packet(hdrFNeedsCsum, 0, 34, 16, ethFrame(100, 4))
+	tso4 := gsoPacket(hdrGSOTCPv4, 54, 1448, ethFrame(3000, 5))
+	tso6ECN := gsoPacket(hdrGSOTCPv6|hdrGSOECN, 74, 1428, ethFrame(3000, 6))
+	udp := gsoPacket(3, 42, 1400, ethFrame(3000, 7))
 	tests := []struct {
 		name     string
 		want     uint64
@@ -311,8 +323,16 @@ func TestReceive(t *testing.T) {
 			frames: [][]byte{partial}, used: []rxUse{{0, guestView(partial, true, 1)}}},
 		{name: "partial checksum without GUEST_CSUM", want: ^uint64(FeatureGuestCsum), chains: [][]seg{wrs(2048)},
 			frames: [][]byte{partial, p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
-		{name: "GSO from the tap", chains: [][]seg{wrs(2048)},
-			frames: [][]byte{packet(0, 1, 0, 0, ethFrame(100, 5)), p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
+		{name: "TSO4 from the tap", chains: [][]seg{wrs(2048), wrs(2048)},
+			frames: [][]byte{tso4}, used: []rxUse{{0, guestView(tso4, true, 2)[:2048]}, {1, guestView(tso4, true, 2)[2048:]}}},
+		{name: "TSO6 with ECN from the tap", want: ^uint64(FeatureMrgRxbuf), chains: [][]seg{wrs(4096)},
+			frames: [][]byte{tso6ECN}, used: []rxUse{{0, guestView(tso6ECN, true, 1)}}},
+		{name: "TSO4 without GUEST_TSO4", want: ^uint64(FeatureGuestTSO4), chains: [][]seg{wrs(4096)},
+			frames: [][]byte{tso4, p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
+		{name: "ECN without GUEST_ECN", want: ^uint64(FeatureGuestECN), chains: [][]seg{wrs(4096)},
+			frames: [][]byte{tso6ECN, p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
+		{name: "UDP GSO from the tap", chains: [][]seg{wrs(4096)},
+			frames: [][]byte{udp, p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
 		{name: "runt from the tap", chains: [][]seg{wrs(2048)},
 			frames: [][]byte{p100[:hdrSize+13], p100}, used: []rxUse{{0, guestView(p100, false, 1)}}, invalid: 1},
 		{name: "larger than the buffer without MRG", want: ^uint64(FeatureMrgRxbuf), chains: [][]seg{wrs(150)},
@@ -445,16 +465,17 @@ func TestReceiveMarksDirty(t *testing.T) {
 }
 
 // TestBacklogLimits fills the backlog while the driver posts no buffers:
-// frames beyond its limits are dropped and counted, those in it are
-// delivered in order once buffers come.
+// the receive goroutine stops reading at its limits (the rest wait in the
+// tap), nothing is dropped, and every frame is delivered in order once
+// buffers come.
 func TestBacklogLimits(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		size  int // frame size with header
-		limit int // frames the backlog holds
+		limit int // frames read before the reader waits for room
 	}{
 		{"frame count", 60, MaxBacklogFrames},
-		{"bytes", 4096, MaxBacklogBytes / 4096},
+		{"bytes", 16384, (MaxBacklogBytes-maxPacket)/16384 + 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, ^uint64(0))
@@ -465,14 +486,18 @@ func TestBacklogLimits(t *testing.T) {
 			const extra = 5
 			for i := 0; i < tt.limit+extra; i++ {
 				r.tap.inject(t, packet(0, 0, 0, 0, ethFrame(tt.size-hdrSize, byte(i))))
+			}
+			for i := 0; i < tt.limit; i++ {
 				<-handled
 			}
-			if s := r.dev.Stats(); s.RxDropped != extra || s.RxFrames != 0 {
-				t.Fatalf("stats %+v, want %d dropped", s, extra)
+			r.dev.mu.Lock()
+			queued := len(r.dev.backlog)
+			r.dev.mu.Unlock()
+			if queued != tt.limit {
+				t.Fatalf("%d frames in the backlog, want %d", queued, tt.limit)
 			}
-			// The first frames come out first.
-			for i := 0; i < 3; i++ {
-				p := r.post(r.rx, wrs(8192))
+			for i := 0; i < tt.limit+extra; i++ {
+				p := r.post(r.rx, wrs(uint32(tt.size)))
 				r.rx.Kick()
 				u := r.waitUsed(r.rx, 1)
 				if u[0].ID != uint32(p.head) || u[0].Len != uint32(tt.size) {
@@ -481,6 +506,9 @@ func TestBacklogLimits(t *testing.T) {
 				if got := r.d.Mem(p.addrs[0]+hdrSize, uint64(tt.size-hdrSize)); !bytes.Equal(got, ethFrame(tt.size-hdrSize, byte(i))) {
 					t.Fatalf("frame %d out of order", i)
 				}
+			}
+			if s := r.dev.Stats(); s.RxDropped != 0 || s.RxFrames != uint64(tt.limit+extra) {
+				t.Fatalf("stats %+v, want %d frames and none dropped", s, tt.limit+extra)
 			}
 		})
 	}
@@ -751,5 +779,25 @@ func TestControlFraming(t *testing.T) {
 			r.ctrl.Kick()
 			r.d.WaitStatus(virtio.StatusDeviceNeedsReset, 0)
 		})
+	}
+}
+
+func TestTapOffload(t *testing.T) {
+	all := uint(tap.OffloadCsum | tap.OffloadTSO4 | tap.OffloadTSO6 | tap.OffloadTSOECN)
+	for _, tt := range []struct {
+		name     string
+		features uint64
+		want     uint
+	}{
+		{"nothing", 0, 0},
+		{"TSO without GUEST_CSUM", FeatureGuestTSO4 | FeatureGuestTSO6 | FeatureGuestECN, 0},
+		{"GUEST_CSUM", FeatureGuestCsum, tap.OffloadCsum},
+		{"TSO4", FeatureGuestCsum | FeatureGuestTSO4, tap.OffloadCsum | tap.OffloadTSO4},
+		{"ECN without TSO", FeatureGuestCsum | FeatureGuestECN, tap.OffloadCsum},
+		{"everything", offeredFeatures, all},
+	} {
+		if got := tapOffload(tt.features); got != tt.want {
+			t.Errorf("%s: tapOffload(%#x) = %#x, want %#x", tt.name, tt.features, got, tt.want)
+		}
 	}
 }

@@ -41,6 +41,9 @@ func (d *Device) stopReader() {
 		return
 	}
 	r.stop.Store(true)
+	d.mu.Lock()
+	d.room.Broadcast() // wakes a reader waiting for backlog room
+	d.mu.Unlock()
 	// A deadline in the past wakes a blocked Read. The backend may
 	// already be closed; the Read then fails by itself.
 	_ = d.tap.SetReadDeadline(time.Unix(1, 0))
@@ -54,6 +57,9 @@ func (d *Device) readLoop(r *reader) {
 	defer close(r.done)
 	buf := make([]byte, maxPacket+1) // one more: a larger frame shows
 	for {
+		if !d.waitRoom(r) {
+			return
+		}
 		n, err := d.tap.Read(buf)
 		if err != nil {
 			if r.stop.Load() {
@@ -69,6 +75,17 @@ func (d *Device) readLoop(r *reader) {
 		}
 		d.enqueue(buf[:n])
 	}
+}
+
+// waitRoom blocks until the backlog has room for a frame of the largest
+// size; it reports false when the reader must stop instead.
+func (d *Device) waitRoom(r *reader) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for !r.stop.Load() && (len(d.backlog) >= MaxBacklogFrames || d.backlogSz+maxPacket > MaxBacklogBytes) {
+		d.room.Wait()
+	}
+	return !r.stop.Load()
 }
 
 // enqueue copies a frame read from the tap into the backlog and kicks the
@@ -115,6 +132,7 @@ func (d *Device) popFront() {
 		d.backlogSz -= len(d.backlog[0])
 		d.backlog[0] = nil
 		d.backlog = d.backlog[1:]
+		d.room.Broadcast()
 	}
 }
 
@@ -153,13 +171,15 @@ func errRxFraming(head uint16, n uint64) error {
 }
 
 // rxHeader returns the header the driver gets for a frame read from the
-// tap, or false when the driver cannot take the frame: GSO (the tap's
-// segmentation offloads are never on) or a partial checksum without
-// VIRTIO_NET_F_GUEST_CSUM (with it off the tap does not send one).
+// tap, or false when the driver cannot take the frame: GSO of a kind it
+// did not negotiate, or a partial checksum without
+// VIRTIO_NET_F_GUEST_CSUM (the tap sends neither unless its offloads,
+// which follow the driver's features, allow it; a frame read before a
+// feature change may still carry them).
 func rxHeader(from []byte, features uint64, buffers uint16) ([hdrSize]byte, bool) {
 	var h [hdrSize]byte
 	flags := from[hdrFlags]
-	if from[hdrGSOType] != hdrGSONone {
+	if !gsoAllowed(from[hdrGSOType], features, FeatureGuestTSO4, FeatureGuestTSO6, FeatureGuestECN) {
 		return h, false
 	}
 	if features&FeatureGuestCsum != 0 {
@@ -170,9 +190,33 @@ func rxHeader(from []byte, features uint64, buffers uint16) ([hdrSize]byte, bool
 	} else if flags&hdrFNeedsCsum != 0 {
 		return h, false
 	}
+	if g := from[hdrGSOType]; g != hdrGSONone {
+		h[hdrGSOType] = g
+		copy(h[hdrHdrLen:hdrCsumStart], from[hdrHdrLen:hdrCsumStart]) // hdr_len, gso_size
+	}
 	// §5.1.6.4.1: num_buffers is 1 without VIRTIO_NET_F_MRG_RXBUF.
 	binary.LittleEndian.PutUint16(h[hdrNumBuffers:], buffers)
 	return h, true
+}
+
+// gsoAllowed reports whether a header's gso_type is one the features
+// allow: none, or TCPv4/TCPv6 with the matching TSO feature, with the ECN
+// bit only with the ECN feature. UDP and any other type are never
+// negotiated.
+func gsoAllowed(gso uint8, features, tso4, tso6, ecn uint64) bool {
+	if gso == hdrGSONone {
+		return true
+	}
+	if gso&hdrGSOECN != 0 && features&ecn == 0 {
+		return false
+	}
+	switch gso &^ hdrGSOECN {
+	case hdrGSOTCPv4:
+		return features&tso4 != 0
+	case hdrGSOTCPv6:
+		return features&tso6 != 0
+	}
+	return false
 }
 
 // deliver puts frame p (header and frame from the tap) into receive

@@ -80,21 +80,31 @@ func (d *Device) transmit(mem *memory.Memory, c *virtio.Chain, features uint64) 
 }
 
 // txValid checks a transmit header against the negotiated features
-// (§5.1.6.2.1): no GSO (no VIRTIO_NET_F_HOST_TSO* is offered), no flag but
-// VIRTIO_NET_HDR_F_NEEDS_CSUM, and that one only with VIRTIO_NET_F_CSUM
-// and a checksum field inside the frame. The frame holds at least an
-// Ethernet header.
+// (§5.1.6.2.1): GSO only of a kind VIRTIO_NET_F_HOST_TSO*/HOST_ECN allow,
+// always with VIRTIO_NET_HDR_F_NEEDS_CSUM, a non-zero gso_size and hdr_len
+// within the frame; no flag but VIRTIO_NET_HDR_F_NEEDS_CSUM, and that one
+// only with VIRTIO_NET_F_CSUM and a checksum field inside the frame. The
+// frame holds at least an Ethernet header. (The tap's kernel side checks
+// GSO headers again; this keeps obvious garbage off it.)
 func txValid(p []byte, features uint64) bool {
 	frame := len(p) - hdrSize
-	if frame < ethHeaderSize || p[hdrGSOType] != hdrGSONone {
+	if frame < ethHeaderSize {
 		return false
+	}
+	le := binary.LittleEndian
+	if gso := p[hdrGSOType]; gso != hdrGSONone {
+		if !gsoAllowed(gso, features, FeatureHostTSO4, FeatureHostTSO6, FeatureHostECN) ||
+			p[hdrFlags] != hdrFNeedsCsum || le.Uint16(p[hdrGSOSize:]) == 0 ||
+			int(le.Uint16(p[hdrHdrLen:])) > frame {
+			return false
+		}
 	}
 	switch flags := p[hdrFlags]; flags {
 	case 0:
 		return true
 	case hdrFNeedsCsum:
-		start := int(binary.LittleEndian.Uint16(p[hdrCsumStart:]))
-		off := int(binary.LittleEndian.Uint16(p[hdrCsumOffset:]))
+		start := int(le.Uint16(p[hdrCsumStart:]))
+		off := int(le.Uint16(p[hdrCsumOffset:]))
 		return features&FeatureCsum != 0 && start+off+2 <= frame
 	}
 	return false
