@@ -91,7 +91,7 @@ run_integration() {
 # three times within the stage's 20 minutes, with every test that has not
 # passed yet (so a nested host that died mid-run still runs the rest);
 # each retry is reported loudly, and any other failure fails at once.
-known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|FAIL: timeout after|Kernel panic'
+known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|nested host wedged|FAIL: timeout after|Kernel panic'
 # passed_tests prints the top-level tests that passed in any run so far.
 passed_tests() {
 	grep -ohE '^--- PASS: Test[A-Za-z0-9_]+' "$@" | awk '{print $3}' | sort -u
@@ -103,7 +103,7 @@ passed_tests() {
 only_known_symptoms() {
 	local failed died=0 name
 	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$1" | awk '{print $3}' | sort -u)
-	if grep -qE 'nested host stopped without|FAIL: timeout after' "$1"; then died=1; fi
+	if grep -qE 'nested host stopped without|nested host wedged|FAIL: timeout after' "$1"; then died=1; fi
 	((${#failed[@]} + died > 0)) || return 1
 	for name in "${failed[@]}"; do
 		if ! awk -v t="$name" '

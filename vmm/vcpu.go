@@ -30,6 +30,7 @@ func (v *VM) createVCPUs() error {
 	if err != nil {
 		return fmt.Errorf("reading supported CPUID: %w", err)
 	}
+	reserveProcs(v.cfg.CPUs)
 	for i := 0; i < v.cfg.CPUs; i++ {
 		k, err := v.vm.CreateVCPU(i)
 		if err != nil {

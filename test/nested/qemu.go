@@ -61,7 +61,22 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 	cmd.Stderr = os.Stderr
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
-	runErr := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	// A wedged nested host never recovers: stop it at once, so that a
+	// retry gets the time its tests would have spent waiting.
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		select {
+		case <-con.Wedged():
+			logf("nested host wedged (%s): stopping it", con.Wedge())
+			cancel()
+		case <-stopWatch:
+		}
+	}()
+	runErr := cmd.Wait()
 	end := time.Now()
 	res.total = end.Sub(start)
 	if at, ok := con.Started(); ok {
@@ -76,6 +91,8 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 	switch {
 	case ctx.Err() != nil:
 		return res, ctx.Err()
+	case con.Wedge() != "" && !ok:
+		return res, fmt.Errorf("nested host wedged (%s): stopped without a %s<code> marker", con.Wedge(), harness.ExitMarker)
 	case errors.Is(tctx.Err(), context.DeadlineExceeded):
 		return res, errTimeout
 	case ok:

@@ -68,6 +68,7 @@ type result struct {
 	boot       time.Duration
 	fromLog    bool   // godwit's statistics came from the source's log
 	detail     string // the full statistics, one line of JSON
+	breakdown  string // godwit's downtime parts, " name=ms ..."
 }
 
 // variant is one way of migrating the guest.
@@ -176,6 +177,9 @@ func realMain() int {
 			}
 			fmt.Printf("BENCH %s downtime_ms=%.1f total_ms=%.1f bytes=%d rounds=%d setup_ms=%.1f boot_s=%.1f rep=%d%s\n",
 				v.name, r.downtimeMs, r.totalMs, r.bytes, r.rounds, r.setupMs, r.boot.Seconds(), rep, note)
+			if r.breakdown != "" {
+				fmt.Printf("DOWNTIME %s rep=%d%s\n", v.name, rep, r.breakdown)
+			}
 			if r.detail != "" {
 				fmt.Printf("DETAIL %s rep=%d %s\n", v.name, rep, r.detail)
 			}

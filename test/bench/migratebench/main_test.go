@@ -74,3 +74,17 @@ func TestStatsFromLog(t *testing.T) {
 		t.Fatal("statsFromLog found a line in an empty log")
 	}
 }
+
+func TestFormatBreakdown(t *testing.T) {
+	for _, tt := range []struct {
+		in   map[string]any
+		want string
+	}{
+		{nil, ""},
+		{map[string]any{"pause_ms": 1.5, "transfer_ms": 2.25, "final_bytes": 7.0}, " pause_ms=1.50 transfer_ms=2.25"},
+	} {
+		if got := formatBreakdown(tt.in); got != tt.want {
+			t.Errorf("formatBreakdown(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -109,7 +109,28 @@ type godwitMigration struct {
 		TransferredBytes uint64  `json:"transferred_bytes"`
 		Rounds           int     `json:"rounds"`
 		Error            string  `json:"error"`
+		// StopAndCopy is godwit's downtime breakdown (docs/trace.md).
+		StopAndCopy map[string]any `json:"stop_and_copy"`
 	} `json:"stats"`
+}
+
+// breakdownParts are the consecutive parts of godwit's downtime, in order.
+var breakdownParts = []string{"pause_ms", "dirty_log_ms", "final_pages_ms", "state_save_ms", "transfer_ms",
+	"dest_restore_ms", "dest_resume_ms", "dest_other_ms", "ack_round_trip_ms"}
+
+// formatBreakdown renders the parts of a downtime breakdown as
+// " pause_ms=.. dirty_log_ms=.. ...", or "" without one.
+func formatBreakdown(b map[string]any) string {
+	if b == nil {
+		return ""
+	}
+	var sb strings.Builder
+	for _, k := range breakdownParts {
+		if v, ok := b[k].(float64); ok {
+			fmt.Fprintf(&sb, " %s=%.2f", k, v)
+		}
+	}
+	return sb.String()
 }
 
 // runGodwit boots the guest under `godwit run`, migrates it to a fresh
@@ -201,6 +222,7 @@ func runGodwit(c *config, v variant) (res result, err error) {
 	}
 	res.downtimeMs, res.totalMs, res.setupMs = m.Stats.DowntimeMs, m.Stats.TotalMs, m.Stats.SetupMs
 	res.bytes, res.rounds = m.Stats.TransferredBytes, m.Stats.Rounds
+	res.breakdown = formatBreakdown(m.Stats.StopAndCopy)
 
 	if err = src.wait(c.stepTimeout); err != nil {
 		return res, fmt.Errorf("source after a completed migration: %w", err)

@@ -18,6 +18,37 @@ const (
 	GuestReadyMarker = "GODWIT-GUEST-READY"
 )
 
+// wedgeSigns are messages of the nested host's own kernel (at the start
+// of a console line, after the "[ seconds]" stamp) that mean it is stuck:
+// a CPU that stopped passing RCU quiescent states stays stuck in the
+// nested host under TCG, and every test still running would only wait for
+// its own timeout. Guest kernels' messages never start a line: the tests
+// print them indented.
+var wedgeSigns = []string{
+	"rcu: INFO: rcu_preempt detected stalls on CPUs",
+	"rcu: INFO: rcu_sched detected stalls on CPUs",
+	"watchdog: BUG: soft lockup",
+}
+
+// WedgeSign returns the wedge message a console line of the nested host's
+// kernel carries, if any.
+func WedgeSign(line string) (string, bool) {
+	if !strings.HasPrefix(line, "[") {
+		return "", false
+	}
+	end := strings.Index(line, "] ")
+	if end < 0 {
+		return "", false
+	}
+	msg := line[end+2:]
+	for _, w := range wedgeSigns {
+		if strings.HasPrefix(msg, w) {
+			return msg, true
+		}
+	}
+	return "", false
+}
+
 // ParseExitMarker reports the exit code carried by a console line holding
 // ExitMarker followed by a decimal code. Text before the marker (a kernel log
 // prefix) and trailing whitespace or carriage returns are tolerated; anything
@@ -56,11 +87,14 @@ type Console struct {
 	exited   bool
 	exitCode int
 	exitAt   time.Time
+
+	wedge    string
+	wedgedCh chan struct{} // closed at the first wedge sign
 }
 
 // NewConsole returns a Console that copies to out.
 func NewConsole(out io.Writer) *Console {
-	return &Console{out: out, now: time.Now}
+	return &Console{out: out, now: time.Now, wedgedCh: make(chan struct{})}
 }
 
 // Write implements io.Writer.
@@ -129,6 +163,21 @@ func (c *Console) scan(line string) {
 	if code, ok := ParseExitMarker(line); ok {
 		c.exited, c.exitCode, c.exitAt = true, code, c.now()
 	}
+	if msg, ok := WedgeSign(line); ok && c.wedge == "" {
+		c.wedge = msg
+		close(c.wedgedCh)
+	}
+}
+
+// Wedged is closed when the nested host's kernel reports being stuck;
+// Wedge then says how.
+func (c *Console) Wedged() <-chan struct{} { return c.wedgedCh }
+
+// Wedge returns the first wedge message seen, or "".
+func (c *Console) Wedge() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wedge
 }
 
 // Started reports whether the start marker was seen, and when.

@@ -2,6 +2,8 @@ package harness
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -93,5 +95,45 @@ func TestConsole(t *testing.T) {
 				t.Errorf("Exit = %d, %v; want %d, %v", code, ok, tt.exitCode, tt.exited)
 			}
 		})
+	}
+}
+
+func TestWedgeSign(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want bool
+	}{
+		{"[  122.908626] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", true},
+		{"[ 5.1] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:", true},
+		{"[   44.000001] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [godwit:123]", true},
+		{"        [   12.837435] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", false}, // a guest's, indented by a test
+		{"    godwit| [ 3.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", false},
+		{"[  122.908626] rcu: 	0-....: (17 ticks this GP)", false},
+		{"rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", false},
+		{"[ unterminated", false},
+	} {
+		if _, got := WedgeSign(tt.line); got != tt.want {
+			t.Errorf("WedgeSign(%q) = %v, want %v", tt.line, got, tt.want)
+		}
+	}
+}
+
+func TestConsoleWedged(t *testing.T) {
+	var out strings.Builder
+	c := NewConsole(&out)
+	fmt.Fprintf(c, "        [ 1.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n")
+	select {
+	case <-c.Wedged():
+		t.Fatal("a guest's indented message wedged the console")
+	default:
+	}
+	fmt.Fprintf(c, "[ 2.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n[ 3.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n")
+	select {
+	case <-c.Wedged():
+	default:
+		t.Fatal("not wedged after the nested host's stall report")
+	}
+	if w := c.Wedge(); !strings.HasPrefix(w, "rcu: INFO: rcu_preempt") {
+		t.Errorf("Wedge() = %q", w)
 	}
 }
