@@ -4,7 +4,7 @@
 # Static binaries: they also run inside the nested host, which has no libc.
 export CGO_ENABLED := 0
 
-.PHONY: all build test unit integration demo fuzz nested-qemu-check clean
+.PHONY: all build test unit integration demo fuzz fuzz-long nested-qemu-check clean
 
 all: build
 
@@ -29,6 +29,10 @@ demo:
 ## fuzz: every Fuzz* target for FUZZTIME (default 10s) each
 fuzz:
 	./scripts/fuzz.sh
+
+## fuzz-long: every Fuzz* target for 10 minutes each (FUZZTIME overrides)
+fuzz-long:
+	FUZZTIME=$${FUZZTIME:-10m} ./scripts/fuzz.sh
 
 ## nested-qemu-check: Debian's QEMU with -enable-kvm inside the nested host
 nested-qemu-check:

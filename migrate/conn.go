@@ -91,12 +91,20 @@ func (l *link) watch(ctx context.Context) (stop func() bool) {
 }
 
 // armIdle bounds the next read to d. It never undoes an interrupt.
-func (l *link) armIdle(d time.Duration) {
+func (l *link) armIdle(d time.Duration) { l.arm(d, deadliner.SetReadDeadline) }
+
+// disarmIdle lifts the idle bound while the engine is busy, not reading.
+func (l *link) disarmIdle() { l.disarm(deadliner.SetReadDeadline) }
+
+// arm bounds the next read or write to d: with the deadline set sets
+// when the link has deadlines, else with the idle watchdog, which closes
+// the connection when it fires. It never undoes an interrupt.
+func (l *link) arm(d time.Duration, set func(deadliner, time.Time) error) {
 	if d <= 0 {
 		return
 	}
 	if l.dl != nil {
-		l.dl.SetReadDeadline(time.Now().Add(d))
+		set(l.dl, time.Now().Add(d))
 		if l.interrupted.Load() {
 			l.dl.SetDeadline(longAgo)
 		}
@@ -115,10 +123,10 @@ func (l *link) armIdle(d time.Duration) {
 	l.watchdog.Reset(d)
 }
 
-// disarmIdle lifts the idle bound while the engine is busy, not reading.
-func (l *link) disarmIdle() {
+// disarm lifts the bound arm set with set.
+func (l *link) disarm(set func(deadliner, time.Time) error) {
 	if l.dl != nil {
-		l.dl.SetReadDeadline(time.Time{})
+		set(l.dl, time.Time{})
 		if l.interrupted.Load() {
 			l.dl.SetDeadline(longAgo)
 		}

@@ -43,6 +43,7 @@ type recvState int
 // Receiver states.
 const (
 	stateWaitHello recvState = iota
+	stateWaitStorage
 	stateWaitMemory
 	stateInRound
 	stateBetweenRounds
@@ -56,6 +57,8 @@ func (s recvState) String() string {
 	switch s {
 	case stateWaitHello:
 		return "WaitHello"
+	case stateWaitStorage:
+		return "WaitStorage"
 	case stateWaitMemory:
 		return "WaitMemory"
 	case stateInRound:
@@ -84,21 +87,25 @@ type receiver struct {
 	start   time.Time
 	state   recvState
 
-	target     Target
-	sink       *batchSink
-	ap         *applier
-	round      uint32
-	roundPages uint64
-	roundStart time.Time
-	rt         DestRoundTrace
-	readWait   time.Duration
-	stateBuf   []byte
-	stateMore  bool      // the last STATE chunk had flagMore
-	completeAt time.Time // when COMPLETE was read
-	sections   []Section
-	stats      DestStats
-	refused    bool // REFUSE already sent
-	peerErr    bool // the source sent ERROR
+	target      Target
+	version     uint32 // the protocol version HELLO named
+	hello       hello  // kept while waiting for STORAGE
+	sink        *batchSink
+	disks       *diskSink // nil without storage
+	ap          *applier
+	round       uint32
+	roundPages  uint64
+	roundBlocks uint64
+	roundStart  time.Time
+	rt          DestRoundTrace
+	readWait    time.Duration
+	stateBuf    []byte
+	stateMore   bool      // the last STATE chunk had flagMore
+	completeAt  time.Time // when COMPLETE was read
+	sections    []Section
+	stats       DestStats
+	refused     bool // REFUSE already sent
+	peerErr     bool // the source sent ERROR
 }
 
 // Receive runs the destination side of a migration on conn: it reads
@@ -129,6 +136,7 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 		stats:   DestStats{Status: StatusActive},
 	}
 	r.fr = newFrameReader(bufio.NewReaderSize(conn, 256<<10))
+	r.fr.limit = r.frameLimit
 	stop := r.l.watch(ctx)
 	err := r.run()
 	stop()
@@ -194,7 +202,14 @@ func (r *receiver) next() (frame, error) {
 func (r *receiver) handle(f frame) error {
 	switch {
 	case r.state == stateWaitHello && f.typ == frameHello:
-		return r.hello(f.payload)
+		return r.readHello(f.payload)
+
+	case r.state == stateWaitStorage && f.typ == frameStorage:
+		st, err := parseStorage(f.payload)
+		if err != nil {
+			return err
+		}
+		return r.build(r.hello, st)
 
 	case (r.state == stateWaitMemory || r.state == stateBetweenRounds) && f.typ == frameMemoryBegin:
 		round := uint32(f.payload[0]) | uint32(f.payload[1])<<8 | uint32(f.payload[2])<<16 | uint32(f.payload[3])<<24
@@ -208,11 +223,14 @@ func (r *receiver) handle(f frame) error {
 		if round != want {
 			return protoErr("MEMORY_BEGIN for round %d, expected round %d", round, want)
 		}
-		r.round, r.roundPages, r.state = round, 0, stateInRound
+		r.round, r.roundPages, r.roundBlocks, r.state = round, 0, 0, stateInRound
 		r.roundStart = time.Now()
 		r.rt = DestRoundTrace{Round: int(round), Start: r.roundStart.Sub(r.start)}
 		r.readWait = 0
 		r.sink.newRound()
+		if r.disks != nil {
+			r.disks.newRound(round)
+		}
 		return nil
 
 	case r.state == stateInRound && f.typ == framePageBatch:
@@ -229,8 +247,25 @@ func (r *receiver) handle(f frame) error {
 		r.ap.submit(j)
 		return nil
 
+	case r.state == stateInRound && f.typ == frameDiskBatch:
+		if r.disks == nil {
+			return protoErr("DISK_BATCH frame in a migration without storage")
+		}
+		if err := r.ap.err(); err != nil {
+			return fmt.Errorf("round %d: %w", r.round, err)
+		}
+		j := &applyJob{disk: true}
+		n, err := r.disks.prepare(f.payload, &j.d)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", r.round, err)
+		}
+		j.buf = r.fr.detach(r.ap.spare())
+		r.roundBlocks += n
+		r.ap.submit(j)
+		return nil
+
 	case r.state == stateInRound && f.typ == frameRoundEnd:
-		end, err := parseRoundEnd(f.payload)
+		end, err := parseRoundEndVersion(f.payload, r.version)
 		if err != nil {
 			return err
 		}
@@ -240,13 +275,24 @@ func (r *receiver) handle(f frame) error {
 		if end.pages != r.roundPages {
 			return protoErr("round %d: source sent %d pages, %d arrived", r.round, end.pages, r.roundPages)
 		}
+		if end.diskBlocks != r.roundBlocks {
+			return protoErr("round %d: source sent %d disk blocks, %d arrived", r.round, end.diskBlocks, r.roundBlocks)
+		}
 		t0 := time.Now()
 		c, busy, err := r.ap.wait()
 		if err != nil {
 			return fmt.Errorf("round %d: %w", r.round, err)
 		}
+		// The round's disk blocks are durable before it is
+		// acknowledged, so the source's round time prices the flush.
+		if r.disks != nil {
+			if err := r.disks.syncTouched(); err != nil {
+				return fmt.Errorf("round %d: %w", r.round, err)
+			}
+		}
 		applied := time.Since(r.roundStart)
-		r.stats.Pages.add(c)
+		r.stats.Pages.add(c.pages)
+		r.stats.DiskBlocks.add(c.blocks)
 		r.stats.Rounds++
 		r.state = stateBetweenRounds
 		// Every page of the round is in RAM: tell the source, which
@@ -258,7 +304,8 @@ func (r *receiver) handle(f frame) error {
 		}
 		if r.opts.Trace != nil {
 			r.rt.Duration, r.rt.ReadWait, r.rt.Apply, r.rt.Drain = applied, r.readWait, busy, time.Since(t0)
-			r.rt.PageCounts.add(c)
+			r.rt.PageCounts.add(c.pages)
+			r.rt.DiskBlockCounts.add(c.blocks)
 			r.opts.Trace(r.rt)
 		}
 		return nil
@@ -296,18 +343,35 @@ func (r *receiver) handle(f frame) error {
 	return protoErr("unexpected %s frame in state %s%s", f.typ, r.state, what)
 }
 
-// hello validates HELLO, builds the target, and answers ACCEPT or REFUSE.
-func (r *receiver) hello(p []byte) error {
+// readHello validates HELLO; from protocol version 3 on, it waits for
+// STORAGE before building the target.
+func (r *receiver) readHello(p []byte) error {
 	h, err := parseHello(p)
 	if err != nil {
 		return err
 	}
-	if h.version != ProtocolVersion {
+	if h.version > ProtocolVersion {
 		return r.refuse(fmt.Errorf("protocol version %d not supported (this side speaks %d)", h.version, ProtocolVersion))
+	}
+	if h.version < MinProtocolVersion {
+		return r.refuse(fmt.Errorf("protocol version %d not supported (this side speaks %d to %d)", h.version, MinProtocolVersion, ProtocolVersion))
 	}
 	if h.pageSize != memory.PageSize {
 		return r.refuse(fmt.Errorf("page size %d not supported (this side uses %d)", h.pageSize, memory.PageSize))
 	}
+	r.version = h.version
+	if h.version >= 3 {
+		r.hello, r.state = h, stateWaitStorage
+		return nil
+	}
+	return r.build(h, storageInfo{})
+}
+
+// build builds the target from HELLO's configuration, checks it against
+// HELLO's memory layout and STORAGE's disks, and answers ACCEPT or
+// REFUSE.
+func (r *receiver) build(h hello, st storageInfo) error {
+	r.hello = hello{}
 	r.l.disarmIdle()
 	t, err := r.factory(h.config)
 	if err != nil {
@@ -328,8 +392,27 @@ func (r *receiver) hello(p []byte) error {
 				i, h.regions[i].GPA, h.regions[i].Size, reg.GPA, reg.Size))
 		}
 	}
+	var disks []TargetDisk
+	if s, ok := t.(StorageTarget); ok {
+		disks = s.TargetDisks()
+	}
+	switch {
+	case !st.included() && len(disks) > 0:
+		return r.refuse(fmt.Errorf("the VM built here expects its %d disks in the migration stream, but the source does not send them (godwit migrate --include-storage)", len(disks)))
+	case st.included() && len(disks) != len(st.disks):
+		return r.refuse(fmt.Errorf("the source sends %d disks, the VM built here receives %d", len(st.disks), len(disks)))
+	}
+	for i, d := range st.disks {
+		if got := disks[i].Size(); got != d.size {
+			return r.refuse(fmt.Errorf("disk %d: the source sends %d bytes, the image here has %d", i, d.size, got))
+		}
+	}
 	r.sink = newBatchSink(mem, r.opts.AssumeZeroed)
-	r.ap = newApplier(r.sink, r.opts.Workers)
+	if st.included() {
+		r.disks = newDiskSink(disks)
+		r.stats.Storage = true
+	}
+	r.ap = newApplier(r.sink, r.disks, r.opts.Workers)
 	if err := r.write(appendFrame(nil, frameAccept, 0, nil)); err != nil {
 		return err
 	}
@@ -347,9 +430,17 @@ func (r *receiver) refuse(err error) error {
 }
 
 func (r *receiver) write(b []byte) error {
-	if _, err := r.l.rw.Write(b); err != nil {
-		if r.ctx.Err() != nil {
+	// A source that stops reading is as stalled as one that stops
+	// sending: the write gets the idle timeout too.
+	r.l.armWrite(r.opts.IdleTimeout)
+	_, err := r.l.rw.Write(b)
+	r.l.disarmWrite()
+	if err != nil {
+		switch {
+		case r.ctx.Err() != nil:
 			return r.ctx.Err()
+		case r.l.idleFired.Load() || errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("%w: the source read nothing for %v in state %s", ErrTimeout, r.opts.IdleTimeout, r.state)
 		}
 		return fmt.Errorf("writing to the source: %w", err)
 	}
@@ -361,6 +452,17 @@ func (r *receiver) restore() error {
 	r.l.disarmIdle()
 	if err := r.ctx.Err(); err != nil {
 		return err
+	}
+	if r.disks != nil {
+		// Every block is in: make the images durable under their
+		// final names before the VM that will use them exists.
+		t := time.Now()
+		for i, d := range r.disks.disks {
+			if err := d.Commit(); err != nil {
+				return fmt.Errorf("committing disk %d: %w", i, err)
+			}
+		}
+		r.stats.DiskCommitMs = ms(time.Since(t))
 	}
 	t0 := time.Now()
 	if err := r.target.RestoreState(r.sections); err != nil {
@@ -415,10 +517,18 @@ func (r *receiver) fail(err error) error {
 	return err
 }
 
-// applyJob is one prepared PAGE_BATCH and the frame buffer it aliases.
+// applyJob is one prepared PAGE_BATCH (or DISK_BATCH, when disk is set)
+// and the frame buffer it aliases.
 type applyJob struct {
-	b   preparedBatch
-	buf []byte
+	b    preparedBatch
+	d    preparedDiskBatch
+	disk bool
+	buf  []byte
+}
+
+// appliedCounts counts what a round's jobs wrote: pages and disk blocks.
+type appliedCounts struct {
+	pages, blocks batchCounts
 }
 
 // applier decodes prepared batches into RAM on a pool of goroutines while
@@ -427,19 +537,20 @@ type applyJob struct {
 // reader and the workers: at most workers+2 frame buffers exist.
 type applier struct {
 	sink   *batchSink
+	disks  *diskSink // nil without storage
 	jobs   chan *applyJob
 	spares chan []byte
 	done   sync.WaitGroup // workers
 	busy   sync.WaitGroup // submitted, not yet applied
 
 	mu     sync.Mutex
-	counts batchCounts
+	counts appliedCounts
 	apply  time.Duration
 	first  error
 }
 
-func newApplier(sink *batchSink, workers int) *applier {
-	a := &applier{sink: sink, jobs: make(chan *applyJob), spares: make(chan []byte, workers+1)}
+func newApplier(sink *batchSink, disks *diskSink, workers int) *applier {
+	a := &applier{sink: sink, disks: disks, jobs: make(chan *applyJob), spares: make(chan []byte, workers+1)}
 	for range workers {
 		a.done.Add(1)
 		go a.work()
@@ -449,6 +560,7 @@ func newApplier(sink *batchSink, workers int) *applier {
 
 func (a *applier) work() {
 	defer a.done.Done()
+	var scratch []byte // decompressed disk block
 	for j := range a.jobs {
 		a.mu.Lock()
 		failed := a.first != nil
@@ -458,11 +570,22 @@ func (a *applier) work() {
 		var d time.Duration
 		if !failed {
 			t0 := time.Now()
-			c, err = a.sink.run(&j.b)
+			if j.disk {
+				if scratch == nil {
+					scratch = make([]byte, DiskBlockSize)
+				}
+				c, err = a.disks.run(&j.d, scratch)
+			} else {
+				c, err = a.sink.run(&j.b)
+			}
 			d = time.Since(t0)
 		}
 		a.mu.Lock()
-		a.counts.add(c)
+		if j.disk {
+			a.counts.blocks.add(c)
+		} else {
+			a.counts.pages.add(c)
+		}
 		a.apply += d
 		if err != nil && a.first == nil {
 			a.first = err
@@ -500,14 +623,14 @@ func (a *applier) err() error {
 }
 
 // wait waits until every submitted batch is applied and returns their
-// page counts and the workers' busy time since the last wait, or the
-// first error.
-func (a *applier) wait() (batchCounts, time.Duration, error) {
+// page and block counts and the workers' busy time since the last wait,
+// or the first error.
+func (a *applier) wait() (appliedCounts, time.Duration, error) {
 	a.busy.Wait()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, d := a.counts, a.apply
-	a.counts, a.apply = batchCounts{}, 0
+	a.counts, a.apply = appliedCounts{}, 0
 	return c, d, a.first
 }
 

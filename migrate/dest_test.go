@@ -291,9 +291,9 @@ func TestReceiveRefuses(t *testing.T) {
 		wantErr string
 		refused bool // REFUSE, not ERROR
 	}{
-		{name: "factory refuses", in: withHello(hello{version: ProtocolVersion, pageSize: 4096, config: []byte("bad")}), wantErr: "config not ok", refused: true},
+		{name: "factory refuses", in: withHello(hello{version: MinProtocolVersion, pageSize: 4096, config: []byte("bad")}), wantErr: "config not ok", refused: true},
 		{name: "version", in: withHello(hello{version: 7, pageSize: 4096, config: []byte("ok")}), wantErr: "protocol version 7 not supported", refused: true},
-		{name: "page size", in: withHello(hello{version: ProtocolVersion, pageSize: 65536, config: []byte("ok")}), wantErr: "page size 65536", refused: true},
+		{name: "page size", in: withHello(hello{version: MinProtocolVersion, pageSize: 65536, config: []byte("ok")}), wantErr: "page size 65536", refused: true},
 		{name: "layout mismatch", in: (&stream{}).hello(bigger, "ok").Bytes(), wantErr: "memory layout mismatch", refused: true},
 		{name: "bad magic", in: appendFrame(nil, frameHello, 0, append([]byte("NOTGODWT"), make([]byte, 16)...)), wantErr: "not a godwit migration stream"},
 	}

@@ -1,9 +1,10 @@
 // Package migrate implements godwit's live-migration engine: the wire
 // format, the pre-copy source (Send), the receiving destination (Receive),
-// page batches (zero pages as a bit, LZ4 when it shrinks a page), the
-// stop-iterating policy (Decide) and statistics. It talks to the VM only
-// through the Source and Target interfaces, so it is tested against a fake
-// VM (package migratetest) without KVM.
+// page batches (zero pages as a bit, LZ4 when it shrinks a page), disk
+// batches of a storage migration (see "Storage"), the stop-iterating
+// policy (Decide) and statistics. It talks to the VM only through the
+// Source and Target interfaces (and StorageSource, StorageTarget), so it
+// is tested against a fake VM (package migratetest) without KVM.
 //
 // # Frames
 //
@@ -24,7 +25,9 @@
 //	                      error verbatim, or a version/layout mismatch
 //	4  MEMORY_BEGIN  S→D  round u32
 //	5  PAGE_BATCH    S→D  see below
-//	6  ROUND_END     S→D  round u32, pages u64, bytes u64
+//	6  ROUND_END     S→D  round u32, pages u64, bytes u64; from version 3
+//	                      on also disk_blocks u64 (blocks of the round's
+//	                      DISK_BATCH frames, zero blocks included)
 //	7  STATE         S→D  a chunk (≤ 1 MiB) of the encoded state; flag 1
 //	                      (more) on every chunk but the last
 //	8  COMPLETE      S→D  empty
@@ -32,10 +35,27 @@
 //	                      block (see below)
 //	10 ERROR         both reason (≤ MaxReason); aborts the migration
 //	11 ROUND_ACK     D→S  round u32, apply_ns u64: every page of the round
-//	                      is in RAM; apply_ns runs from its MEMORY_BEGIN
-//	                      to the last page applied (informational)
+//	                      is in RAM (and every disk block durable in its
+//	                      image); apply_ns runs from its MEMORY_BEGIN to
+//	                      the last page applied (informational)
+//	12 STORAGE       S→D  version 3 only, right after HELLO: flags u32
+//	                      (bit 0: storage included; no other bit),
+//	                      disk_count u32 (≤ MaxDisks; 0 without bit 0),
+//	                      disk_count × {size u64 (a multiple of 512 in
+//	                      [512, MaxDiskSize]), block_size u32 (=
+//	                      DiskBlockSize)}
+//	13 DISK_BATCH    S→D  version 3 only, inside a round: see below
 //
-// This is protocol version 2; version 1 had no ROUND_ACK.
+// This is protocol version 3, which adds storage migration (STORAGE,
+// DISK_BATCH, ROUND_END's disk_blocks); version 2 is version 3 without
+// them, and version 1 had no ROUND_ACK. HELLO has the same layout in
+// every version, so that any receiver reads the version and refuses one
+// it does not speak with REFUSE (a receiver ignores what a later version
+// appends to HELLO). Send speaks version 2 when it does not include
+// storage, so that version-2 receivers take those migrations, and
+// version 3 with it: a version-2 receiver refuses that cleanly before
+// anything moves, and the source adds to its reason that moving the
+// disks needs version 3. Receive speaks both.
 //
 // A PAGE_BATCH covers up to MaxBatchPages pages of one memory region:
 //
@@ -48,6 +68,22 @@
 // Raw pages are exactly memory.PageSize bytes; LZ4 pages are shorter than a
 // page and must decompress to exactly one page. Bitmap bits past count must
 // be zero, and nothing may follow the last page.
+//
+// A DISK_BATCH covers up to MaxDiskBatchBlocks blocks of DiskBlockSize
+// bytes of one disk (the last block of a disk is shorter when its size is
+// not a multiple of DiskBlockSize):
+//
+//	disk u32 | first_block u64 | count u32 (1..MaxDiskBatchBlocks)
+//	present bitmap [(count+7)/8]byte   bit i (LSB first) = block first+i sent
+//	zero bitmap    [(count+7)/8]byte   subset of present: block is all zero
+//	for each present, non-zero block in order:
+//	    encoding u8 (0 raw, 1 LZ4 block) | length u32 | data [length]byte
+//
+// The disk index is below STORAGE's disk_count and the blocks lie inside
+// the size STORAGE declared for it; a raw block has exactly the block's
+// length, an LZ4 block is shorter and must decompress to exactly the
+// block's length; bitmap bits past count must be zero, a batch carries at
+// least one block, and nothing may follow the last one.
 //
 // RESUMED reports how long the destination took, on its own clock, so
 // the source can break its downtime down (DowntimeBreakdown):
@@ -77,7 +113,7 @@
 //
 // # Conversation
 //
-//	S: HELLO                       D: ACCEPT | REFUSE
+//	S: HELLO [STORAGE]             D: ACCEPT | REFUSE
 //	S: MEMORY_BEGIN(0) PAGE_BATCH* ROUND_END(0)        all of RAM
 //	                               D: ROUND_ACK(0)
 //	S: MEMORY_BEGIN(n) PAGE_BATCH* ROUND_END(n) ...    dirty pages, VM running
@@ -86,6 +122,11 @@
 //	S: MEMORY_BEGIN(n+1) PAGE_BATCH* ROUND_END(n+1)    last dirty pages
 //	                               D: ROUND_ACK(n+1)
 //	S: STATE+ COMPLETE             D: (restore, start) RESUMED
+//
+// In a storage migration every round's PAGE_BATCH frames are interleaved
+// with DISK_BATCH frames: round 0 carries every allocated block of every
+// disk, later rounds the blocks the guest wrote since the previous round,
+// the paused round the last ones.
 //
 // Flow control: before deciding on another round, the source waits for
 // the ROUND_ACK of the round it just sent, so it never runs ahead of the
@@ -110,26 +151,39 @@
 // the migration with ErrProtocol, naming the frame and the state. ERROR is
 // accepted in every state and fails the migration with ErrPeerAborted.
 //
-//	WaitHello      HELLO: validate magic, version, page size; call the
-//	               TargetFactory; check its memory layout matches HELLO's.
-//	               ACCEPT → WaitMemory, or REFUSE → Failed.
+//	WaitHello      HELLO: validate magic, version (2 or 3; REFUSE
+//	               otherwise), page size. Version 3 → WaitStorage;
+//	               version 2: build as below without storage.
+//	WaitStorage    STORAGE (bounds checked) → build: call the
+//	               TargetFactory; check its memory layout matches
+//	               HELLO's, and its disks (StorageTarget) STORAGE's:
+//	               as many, of the same sizes, and none when storage is
+//	               not included. ACCEPT → WaitMemory, or REFUSE → Failed.
 //	WaitMemory     MEMORY_BEGIN(0) → InRound
 //	InRound        PAGE_BATCH → InRound (header and bitmaps checked, a
 //	               page the round already delivered refused; pages then
 //	               written into Target.Memory by ReceiveOptions.Workers
 //	               goroutines while reading goes on)
-//	               ROUND_END(current round; page count must match what
-//	               arrived): wait until every page is written, send
-//	               ROUND_ACK → BetweenRounds
+//	               DISK_BATCH, storage included only → InRound (header
+//	               and bitmaps checked, a block the round already
+//	               delivered refused; blocks then written into the
+//	               TargetDisk by the same goroutines; a zero block after
+//	               round 0 is cleared with TargetDisk.Zero)
+//	               ROUND_END(current round; page and disk block counts
+//	               must match what arrived): wait until every page and
+//	               block is written, Sync the disks the round wrote,
+//	               send ROUND_ACK → BetweenRounds
 //	BetweenRounds  MEMORY_BEGIN(previous round + 1) → InRound
 //	               STATE → WaitState
 //	WaitState      STATE (only after a chunk flagged more) → WaitState
 //	               COMPLETE (only after the last chunk, and only when every
 //	               page of RAM has arrived at least once) → Restoring
-//	Restoring      Target.RestoreState, Target.Start, send RESUMED → Done
+//	Restoring      TargetDisk.Commit of every disk (durable, final name),
+//	               Target.RestoreState, Target.Start, send RESUMED → Done
 //	Failed         reached from any state on an error: page writers
-//	               stopped, Target.Discard, ERROR sent (unless the peer
-//	               sent ERROR or we sent REFUSE)
+//	               stopped, Target.Discard (which deletes the images a
+//	               storage migration was receiving), ERROR sent (unless
+//	               the peer sent ERROR or we sent REFUSE)
 //
 // ROUND_ACK (and ACCEPT, REFUSE, RESUMED) travel D→S only: in every
 // receiver state they are unexpected frames.
@@ -142,10 +196,50 @@
 // are checked and cleared.
 //
 // The receiver allocates in proportion to the VM the factory built (the
-// page-received, page-written and current-round bitmaps), plus constant
-// bounds: at most Workers+2 frame buffers of at most MaxPayload, the state of at most MaxStateSize, and the HELLO config of at
-// most MaxConfigSize. No length read from the stream sizes an allocation
+// page-received, page-written and current-round bitmaps, and a bit per
+// DiskBlockSize block of every disk the factory created, whose sizes it
+// checked), plus constant bounds: at most Workers+2 frame buffers of at
+// most MaxPayload, a DiskBlockSize scratch buffer per worker, the state
+// of at most MaxStateSize, and the HELLO config of at most
+// MaxConfigSize. No length read from the stream sizes an allocation
 // beyond those bounds.
+//
+// # Storage
+//
+// A storage migration moves the VM's disks with it (`godwit migrate
+// --include-storage`): Send includes storage when its Source is a
+// StorageSource, and the destination's Target is then a StorageTarget
+// whose factory created a new, sparse image per disk (package
+// migrate/storage does that for godwit).
+//
+// The unit is the DiskBlockSize block, the granularity of the
+// SourceDisk's written-block bitmap. After starting the dirty log, Send
+// clears every disk's written blocks and takes its allocated ones
+// (SourceDisk.Allocated: SEEK_DATA/SEEK_HOLE, so holes are never sent):
+// round 0 sends those, interleaved with the pages of RAM so that each
+// kind has put about as many bytes on the wire as the other, through the
+// one frame writer and its one bandwidth budget. After each round Send
+// takes the written blocks (SourceDisk.TakeWritten) with the dirty log,
+// and the next round sends them. A block that reads as zeros travels as a
+// bit; the others raw, or LZ4-compressed when that shrinks them, like
+// pages. Reading a block after taking its written bit is safe while the
+// guest writes: a write completing later marks the block again. The
+// paused round takes the written blocks after Source.Pause, which
+// completes every request in flight, so the last blocks are the guest's
+// last writes. The engine only reads source disks: the source's images
+// are never modified by a migration, and stay the VM's disks when it
+// fails.
+//
+// The policy weighs a disk block as DiskBlockSize/PageSize pages, both
+// in the measured cost of a round and in what is pending: written blocks
+// count toward the expected downtime (see Decide).
+//
+// The destination writes blocks as they come (a new image reads as
+// zeros, so zero blocks of round 0 cost nothing), syncs the disks a round
+// wrote before acknowledging it, and commits every disk (TargetDisk.Commit:
+// durable, renamed to its final path) after COMPLETE and before restoring
+// the VM that will open them. Any failure discards the Target, which
+// deletes the partial images.
 //
 // # Failure and switchover
 //

@@ -62,7 +62,7 @@ func (s *stream) frame(typ frameType, flags uint16, payload []byte) *stream {
 }
 
 func (s *stream) hello(mem *memory.Memory, cfg string) *stream {
-	h := hello{version: ProtocolVersion, pageSize: memory.PageSize, config: []byte(cfg)}
+	h := hello{version: MinProtocolVersion, pageSize: memory.PageSize, config: []byte(cfg)}
 	for _, r := range mem.Regions() {
 		h.regions = append(h.regions, regionDesc{GPA: r.GPA, Size: r.Size})
 	}

@@ -103,6 +103,7 @@ type batchEncoder struct {
 	comp    Compression
 	lz      lz4.Compressor
 	scratch [pageSize]byte
+	block   []byte // DiskBlockSize bytes for disk blocks, allocated on first use
 }
 
 // appendFrame appends the PAGE_BATCH frame for b, reading the pages from

@@ -32,7 +32,34 @@ type RoundStat struct {
 	DirtyAfter uint64 `json:"dirty_after"`
 	// ThrottlePct is the auto-converge throttle in effect during the round.
 	ThrottlePct int `json:"throttle_pct"`
+	// DiskBlocks is the number of disk blocks (DiskBlockSize bytes) the
+	// round sent in a storage migration, zero blocks included.
+	DiskBlocks uint64 `json:"disk_blocks,omitzero"`
+	// DiskZeroBlocks is how many of them were zero (sent as a bit).
+	DiskZeroBlocks uint64 `json:"disk_zero_blocks,omitzero"`
+	// DiskDirtyAfter is the number of disk blocks the guest wrote while
+	// the round ran: disk work left for the next round.
+	DiskDirtyAfter uint64 `json:"disk_dirty_after,omitzero"`
 }
+
+// blockUnits is the weight of one disk block in the policy's unit, the
+// page: its size in pages. A block costs what its bytes cost.
+const blockUnits = DiskBlockSize / pageSize
+
+// costly returns the round's costly (non-zero) units, pages and disk
+// blocks weighed by size; a round of zero pages and blocks only counts
+// those.
+func (r RoundStat) costly() uint64 {
+	c := (r.Pages - min(r.ZeroPages, r.Pages)) + (r.DiskBlocks-min(r.DiskZeroBlocks, r.DiskBlocks))*blockUnits
+	if c == 0 {
+		c = r.Pages + r.DiskBlocks*blockUnits
+	}
+	return c
+}
+
+// pending returns the work the round left, in units: dirty pages and
+// written disk blocks weighed by size.
+func (r RoundStat) pending() uint64 { return r.DirtyAfter + r.DiskDirtyAfter*blockUnits }
 
 // History is the input of Decide: every round so far and the clock.
 type History struct {
@@ -121,15 +148,21 @@ func shrinks(prev, cur uint64) bool { return cur*20 <= prev*19 && cur < prev }
 // Decide is the stop-iterating policy, a pure function of the round
 // statistics. The expected downtime is
 //
-//	DirtyAfter of the last round × PageCost + SwitchoverCost
+//	(DirtyAfter + DiskDirtyAfter × blockUnits) of the last round × PageCost
+//	+ SwitchoverCost
 //
 // where PageCost is the time per costly (non-zero) page end to end — from
 // MEMORY_BEGIN to the destination's ROUND_ACK, so it covers encoding, the
 // link and the destination decoding and writing pages — over the most
 // recent rounds that add up to minRateSample costly pages (a round of
-// zero pages only counts its zero pages). It is conservative: every dirty
-// page is priced as a costly one, though some travel as a bit. With no
-// dirty page left it is SwitchoverCost alone.
+// zero pages only counts its zero pages). In a storage migration a disk
+// block counts as blockUnits pages (its size in pages), both in the
+// measurement (the rounds' disk blocks share their time with their pages,
+// and the destination's flush of the blocks is part of it) and in what is
+// pending: disk blocks written since the last round count toward the
+// expected downtime like dirty pages. It is conservative: every dirty
+// page and block is priced as a costly one, though some travel as a bit.
+// With nothing pending it is SwitchoverCost alone.
 //
 // The checks run in this order after every round:
 //
@@ -161,10 +194,7 @@ func Decide(h History, p Policy) Decision {
 	var pages, bytes uint64
 	for i := len(h.Rounds) - 1; i >= 0 && pages < minRateSample; i-- {
 		r := h.Rounds[i]
-		costly := r.Pages - min(r.ZeroPages, r.Pages)
-		if costly == 0 {
-			costly = r.Pages
-		}
+		costly := r.costly()
 		if costly == 0 {
 			continue
 		}
@@ -179,13 +209,13 @@ func Decide(h History, p Policy) Decision {
 		bw = float64(bytes) / max(dur.Seconds(), 1e-9)
 	}
 	var expected time.Duration
-	switch {
-	case last.DirtyAfter == 0:
+	switch pending := last.pending(); {
+	case pending == 0:
 		expected = p.SwitchoverCost
 	case pages == 0:
 		expected = math.MaxInt64 / 2 // unknown: never "converged"
 	default:
-		expected = time.Duration(min(float64(last.DirtyAfter)*float64(dur)/float64(pages)+float64(p.SwitchoverCost), math.MaxInt64/2))
+		expected = time.Duration(min(float64(pending)*float64(dur)/float64(pages)+float64(p.SwitchoverCost), math.MaxInt64/2))
 	}
 	d := Decision{ExpectedDowntime: expected, PageCost: cost, Bandwidth: bw}
 	rounds := len(h.Rounds)
@@ -216,8 +246,9 @@ func Decide(h History, p Policy) Decision {
 }
 
 // stalled reports whether the rounds run at the current throttle failed to
-// shrink the dirty set: the last two before any throttle, the last one
-// once throttling (each step then shows its effect within a round).
+// shrink the dirty set (pages and disk blocks, weighed as in Decide): the
+// last two before any throttle, the last one once throttling (each step
+// then shows its effect within a round).
 func stalled(h History) bool {
 	n := len(h.Rounds)
 	window := 2
@@ -229,7 +260,7 @@ func stalled(h History) bool {
 	}
 	for i := n - window; i < n; i++ {
 		r := h.Rounds[i]
-		if r.ThrottlePct != h.ThrottlePct || shrinks(h.Rounds[i-1].DirtyAfter, r.DirtyAfter) {
+		if r.ThrottlePct != h.ThrottlePct || shrinks(h.Rounds[i-1].pending(), r.pending()) {
 			return false
 		}
 	}

@@ -26,6 +26,8 @@ const (
 	FrameResumed     = uint16(frameResumed)
 	FrameError       = uint16(frameError)
 	FrameRoundAck    = uint16(frameRoundAck)
+	FrameStorage     = uint16(frameStorage)
+	FrameDiskBatch   = uint16(frameDiskBatch)
 )
 
 // FrameHeaderSize is the size of a frame header (type u16, flags u16,

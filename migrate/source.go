@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/bits"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +94,11 @@ type sender struct {
 	bufs    chan []byte
 	stats   Stats
 	hist    History
+	version uint32 // 3 with storage, else 2
+
+	disks     []SourceDisk // storage migration: the disks, else nil
+	diskSizes []uint64
+	diskDirty [][]uint64 // per disk: the blocks the next round sends
 
 	logStarted bool
 	paused     bool
@@ -109,7 +115,9 @@ type sender struct {
 // Send migrates vm over conn: handshake, pre-copy rounds while the VM
 // runs, then a paused final round, the device state and switchover. It
 // returns when the destination reports RESUMED; the source VM is then
-// left paused for the caller to shut down.
+// left paused for the caller to shut down. When vm is a StorageSource,
+// its disks travel in the same rounds (see "Storage" in the package
+// documentation); Send only ever reads them.
 //
 // On any failure before RESUMED, Send stops the dirty log, lifts the
 // throttle, resumes the VM if it paused it, tells the destination why
@@ -177,6 +185,12 @@ func (s *sender) run() error {
 	if len(s.regions) > MaxRegions {
 		return fmt.Errorf("VM has %d memory regions, the protocol allows %d", len(s.regions), MaxRegions)
 	}
+	s.version = MinProtocolVersion
+	if ss, ok := s.vm.(StorageSource); ok {
+		if err := s.initStorage(ss.SourceDisks()); err != nil {
+			return err
+		}
+	}
 	if err := s.handshake(cfg); err != nil {
 		return err
 	}
@@ -189,6 +203,17 @@ func (s *sender) run() error {
 	s.logStarted = true
 	if err := s.vm.StartDirtyLog(); err != nil {
 		return fmt.Errorf("starting the dirty log: %w", err)
+	}
+	// Round 0 sends every allocated disk block; forget the writes
+	// before it first, so that those after it are the next round's.
+	for i, d := range s.disks {
+		scratch := make([]uint64, len(s.diskDirty[i]))
+		if err := d.TakeWritten(scratch); err != nil {
+			return fmt.Errorf("disk %d: clearing its written blocks: %w", i, err)
+		}
+		if err := d.Allocated(s.diskDirty[i]); err != nil {
+			return fmt.Errorf("disk %d: finding its allocated blocks: %w", i, err)
+		}
 	}
 	s.fetchedAt = time.Now()
 	s.stats.SetupMs = ms(time.Since(s.start))
@@ -219,7 +244,7 @@ func (s *sender) run() error {
 	}
 	for round := 0; ; round++ {
 		roundStart := time.Now()
-		counts, bytes, err := s.sendRound(round)
+		sent, err := s.sendRound(round)
 		if err != nil {
 			return err
 		}
@@ -233,13 +258,14 @@ func (s *sender) run() error {
 		}
 		dur := ackAt.Sub(roundStart)
 		prevFetch := s.fetchedAt
-		dirtyAfter, err := s.fetchDirty()
+		dirtyAfter, diskDirtyAfter, err := s.fetchDirty()
 		if err != nil {
 			return err
 		}
 		rs := RoundStat{
-			Round: round, Pages: counts.pages(), ZeroPages: counts.zero, Bytes: bytes, Duration: dur,
+			Round: round, Pages: sent.pages.pages(), ZeroPages: sent.pages.zero, Bytes: sent.bytes, Duration: dur,
 			DirtyAfter: dirtyAfter, ThrottlePct: s.hist.ThrottlePct,
+			DiskBlocks: sent.blocks.pages(), DiskZeroBlocks: sent.blocks.zero, DiskDirtyAfter: diskDirtyAfter,
 		}
 		s.hist.Rounds = append(s.hist.Rounds, rs)
 		s.hist.Elapsed = time.Since(s.start)
@@ -247,11 +273,15 @@ func (s *sender) run() error {
 		s.stats.Rounds = round + 1
 		s.stats.ExpectedDowntimeMs = ms(d.ExpectedDowntime)
 		s.expected = d.ExpectedDowntime
-		rec := newRoundRecord(round, counts, bytes, roundStart, ackAt, rs.ThrottlePct)
+		rec := newRoundRecord(round, sent.pages, sent.bytes, roundStart, ackAt, rs.ThrottlePct)
 		rec.setDirty(dirtyAfter, s.fetchedAt.Sub(prevFetch))
+		if s.stats.Storage {
+			rec.setDisk(sent.blocks, sent.diskBytes, diskDirtyAfter, s.fetchedAt.Sub(prevFetch))
+		}
 		rec.setDecision(d)
 		if round > 0 {
 			s.stats.DirtyPagesRate = rec.DirtyPagesPerSec
+			s.stats.DiskDirtyBlocksRate = rec.DiskDirtyBlocksPerSec
 		}
 		s.progress(rs, d)
 		s.record(rec)
@@ -279,14 +309,17 @@ func (s *sender) progress(rs RoundStat, d Decision) {
 			total += r.Pages()
 		}
 		s.opts.Progress(Progress{
-			Round:            rs.Round,
-			Elapsed:          time.Since(s.start),
-			TransferredBytes: s.fw.written(),
-			RemainingPages:   rs.DirtyAfter,
-			TotalPages:       total,
-			Mbps:             mbps(rs.Bytes, rs.Duration),
-			ExpectedDowntime: d.ExpectedDowntime,
-			ThrottlePct:      s.hist.ThrottlePct,
+			Round:                rs.Round,
+			Elapsed:              time.Since(s.start),
+			TransferredBytes:     s.fw.written(),
+			RemainingPages:       rs.DirtyAfter,
+			TotalPages:           total,
+			Mbps:                 mbps(rs.Bytes, rs.Duration),
+			ExpectedDowntime:     d.ExpectedDowntime,
+			ThrottlePct:          s.hist.ThrottlePct,
+			DiskRemainingBlocks:  rs.DiskDirtyAfter,
+			DiskTotalBytes:       s.stats.DiskTotalBytes,
+			DiskTransferredBytes: s.stats.DiskTransferredBytes,
 		})
 	}
 }
@@ -298,13 +331,44 @@ func (s *sender) record(r RoundRecord) {
 	}
 }
 
-// handshake sends HELLO and waits for ACCEPT.
+// initStorage checks the disks of a storage migration against the
+// protocol's bounds and prepares their bitmaps: the migration speaks
+// protocol version 3.
+func (s *sender) initStorage(disks []SourceDisk) error {
+	if len(disks) > MaxDisks {
+		return fmt.Errorf("VM has %d disks, the protocol allows %d", len(disks), MaxDisks)
+	}
+	s.version = 3
+	s.disks = disks
+	s.stats.Storage = true
+	for i, d := range disks {
+		size := d.Size()
+		if size == 0 || size > MaxDiskSize || size%512 != 0 {
+			return fmt.Errorf("disk %d: size %d is not a multiple of 512 in [512, %d]", i, size, uint64(MaxDiskSize))
+		}
+		s.diskSizes = append(s.diskSizes, size)
+		s.diskDirty = append(s.diskDirty, make([]uint64, (diskBlocks(size)+63)/64))
+		s.stats.DiskTotalBytes += size
+	}
+	return nil
+}
+
+// handshake sends HELLO (and STORAGE, in a storage migration) and waits
+// for ACCEPT.
 func (s *sender) handshake(cfg []byte) error {
-	h := hello{version: ProtocolVersion, pageSize: memory.PageSize, config: cfg}
+	h := hello{version: s.version, pageSize: memory.PageSize, config: cfg}
 	for _, r := range s.regions {
 		h.regions = append(h.regions, regionDesc{GPA: r.GPA, Size: r.Size})
 	}
-	if err := s.fw.write(appendFrame(nil, frameHello, 0, h.append(nil))); err != nil {
+	msg := appendFrame(nil, frameHello, 0, h.append(nil))
+	if s.version >= 3 {
+		st := storageInfo{flags: storageFlagIncluded}
+		for _, size := range s.diskSizes {
+			st.disks = append(st.disks, diskDesc{size: size, blockSize: DiskBlockSize})
+		}
+		msg = appendFrame(msg, frameStorage, 0, st.append(nil))
+	}
+	if err := s.fw.write(msg); err != nil {
 		return fmt.Errorf("sending HELLO: %w", err)
 	}
 	f, err := newFrameReader(s.l.rw).next()
@@ -315,7 +379,11 @@ func (s *sender) handshake(cfg []byte) error {
 	case frameAccept:
 		return nil
 	case frameRefuse:
-		return fmt.Errorf("%w: %s", ErrRefused, parseReason(f.payload))
+		reason := parseReason(f.payload)
+		if s.version >= 3 && strings.Contains(reason, "protocol version") {
+			reason += fmt.Sprintf(" (moving the disks needs protocol version %d: a destination godwit from before storage migration cannot take them)", s.version)
+		}
+		return fmt.Errorf("%w: %s", ErrRefused, reason)
 	case frameError:
 		return fmt.Errorf("%w: destination: %s", ErrPeerAborted, parseReason(f.payload))
 	}
@@ -479,19 +547,26 @@ func (s *sender) peerErr(r peerResult) error {
 	return protoErr("destination sent RESUMED before COMPLETE")
 }
 
-// fetchDirty replaces the dirty bitmaps with the pages written since the
-// last fetch, notes when it fetched, and returns how many there are.
-func (s *sender) fetchDirty() (uint64, error) {
-	var n uint64
+// fetchDirty replaces the dirty bitmaps with the pages (and disk blocks)
+// written since the last fetch, notes when it fetched, and returns how
+// many pages and blocks there are.
+func (s *sender) fetchDirty() (pages, blocks uint64, err error) {
 	for i := range s.regions {
 		clear(s.dirty[i])
 		if err := s.vm.FetchDirty(i, s.dirty[i]); err != nil {
-			return 0, fmt.Errorf("fetching the dirty log of region %d: %w", i, err)
+			return 0, 0, fmt.Errorf("fetching the dirty log of region %d: %w", i, err)
 		}
-		n += popcount(s.dirty[i], s.regions[i].Pages())
+		pages += popcount(s.dirty[i], s.regions[i].Pages())
+	}
+	for i, d := range s.disks {
+		clear(s.diskDirty[i])
+		if err := d.TakeWritten(s.diskDirty[i]); err != nil {
+			return 0, 0, fmt.Errorf("fetching the written blocks of disk %d: %w", i, err)
+		}
+		blocks += popcount(s.diskDirty[i], diskBlocks(s.diskSizes[i]))
 	}
 	s.fetchedAt = time.Now()
-	return n, nil
+	return pages, blocks, nil
 }
 
 // popcount counts the set bits among the first pages bits of bm.
@@ -506,27 +581,42 @@ func popcount(bm []uint64, pages uint64) uint64 {
 	return n
 }
 
+// roundSent is what one round sent.
+type roundSent struct {
+	pages, blocks batchCounts
+	bytes         uint64 // the whole round on the wire, MEMORY_BEGIN to ROUND_END
+	diskBytes     uint64 // its DISK_BATCH frames
+}
+
 // sendRound sends MEMORY_BEGIN, a PAGE_BATCH for every run of dirty
-// pages, and ROUND_END. Encoding runs on opts.Workers goroutines; the
-// calling goroutine writes. Batches of one round cover disjoint pages, so
-// they may go out in any order.
-func (s *sender) sendRound(round int) (batchCounts, uint64, error) {
-	var counts batchCounts
+// pages, in a storage migration a DISK_BATCH for every run of disk blocks
+// to send, and ROUND_END. Page and disk batches are interleaved so that
+// each kind has sent about as many bytes as the other (until one runs
+// out), under the one bandwidth budget of the frame writer. Encoding
+// (and reading disk blocks) runs on opts.Workers goroutines; the calling
+// goroutine writes. Batches of one round cover disjoint pages and
+// blocks, so they may go out in any order.
+func (s *sender) sendRound(round int) (roundSent, error) {
+	var out roundSent
 	if err := s.checkPeer(); err != nil {
-		return counts, 0, err
+		return out, err
 	}
 	before := s.fw.written()
 	if err := s.fw.write(appendFrame(nil, frameMemoryBegin, 0, le32(uint32(round)))); err != nil {
-		return counts, 0, s.writeErr(err)
+		return out, s.writeErr(err)
 	}
 
 	type job struct {
 		host []byte
 		b    batch
+		disk bool
+		db   diskBatch
 	}
 	type result struct {
-		buf []byte
-		c   batchCounts
+		buf  []byte
+		c    batchCounts
+		disk bool
+		err  error
 	}
 	jobs := make(chan *job, len(s.encs))
 	results := make(chan result, len(s.encs))
@@ -536,20 +626,52 @@ func (s *sender) sendRound(round int) (batchCounts, uint64, error) {
 	go func() { // producer
 		defer wg.Done()
 		defer close(jobs)
-		for i, r := range s.regions {
-			host := s.mem.RegionHost(i)
-			var pos uint64
-			for {
-				j := &job{host: host}
-				j.b.region = i
-				if !nextBatch(s.dirty[i], r.Pages(), &pos, &j.b) {
-					break
+		var region, disk int
+		var pos, dpos uint64
+		nextPages := func() *job {
+			for ; region < len(s.regions); region, pos = region+1, 0 {
+				j := &job{host: s.mem.RegionHost(region)}
+				j.b.region = region
+				if nextBatch(s.dirty[region], s.regions[region].Pages(), &pos, &j.b) {
+					return j
 				}
-				select {
-				case jobs <- j:
-				case <-done:
-					return
+			}
+			return nil
+		}
+		nextBlocks := func() *job {
+			for ; disk < len(s.disks); disk, dpos = disk+1, 0 {
+				j := &job{disk: true}
+				j.db.disk = disk
+				if nextDiskBatch(s.diskDirty[disk], diskBlocks(s.diskSizes[disk]), &dpos, diskBatchBlocks, &j.db) {
+					return j
 				}
+			}
+			return nil
+		}
+		var pageBytes, blockBytes uint64 // queued so far, unencoded
+		for {
+			first, second := nextPages, nextBlocks
+			if blockBytes < pageBytes {
+				first, second = nextBlocks, nextPages
+			}
+			j := first()
+			if j == nil {
+				j = second()
+			}
+			if j == nil {
+				return
+			}
+			if j.disk {
+				blockBytes += uint64(bits.OnesCount64(j.db.present)) * DiskBlockSize
+			} else {
+				for _, w := range j.b.present {
+					pageBytes += uint64(bits.OnesCount64(w)) * pageSize
+				}
+			}
+			select {
+			case jobs <- j:
+			case <-done:
+				return
 			}
 		}
 	}()
@@ -568,11 +690,17 @@ func (s *sender) sendRound(round int) (batchCounts, uint64, error) {
 				if buf == nil {
 					buf = make([]byte, 0, maxBatchFrame+lz4Room)
 				}
-				out, c := enc.appendFrame(buf[:0], j.host, &j.b)
+				var r result
+				if j.disk {
+					r.disk = true
+					r.buf, r.c, r.err = enc.appendDiskFrame(buf[:0], s.disks[j.db.disk], s.diskSizes[j.db.disk], &j.db)
+				} else {
+					r.buf, r.c = enc.appendFrame(buf[:0], j.host, &j.b)
+				}
 				select {
-				case results <- result{out, c}:
+				case results <- r:
 				case <-done:
-					s.bufs <- out
+					s.bufs <- r.buf
 					return
 				}
 			}
@@ -585,30 +713,41 @@ func (s *sender) sendRound(round int) (batchCounts, uint64, error) {
 	var err error
 	for r := range results {
 		if err == nil {
-			if err = s.checkPeer(); err == nil {
+			if r.err != nil {
+				err = fmt.Errorf("reading the source's disk: %w", r.err)
+			} else if err = s.checkPeer(); err == nil {
 				if werr := s.fw.write(r.buf); werr != nil {
 					err = s.writeErr(werr)
 				}
 			}
 			if err != nil {
 				close(done)
+			} else if r.disk {
+				out.blocks.add(r.c)
+				out.diskBytes += uint64(len(r.buf))
+				s.stats.DiskTransferredBytes += uint64(len(r.buf))
+			} else {
+				out.pages.add(r.c)
 			}
-			counts.add(r.c)
 		}
 		s.bufs <- r.buf
 	}
 	wg.Wait()
 	if err != nil {
-		return counts, 0, err
+		return out, err
 	}
-	sent := s.fw.written() - before
-	s.stats.Pages.add(counts)
-	end := roundEnd{round: uint32(round), pages: counts.pages(), bytes: sent}
+	s.stats.Pages.add(out.pages)
+	s.stats.DiskBlocks.add(out.blocks)
+	if out.blocks.pages() > 0 {
+		s.stats.DiskRounds++
+	}
+	end := roundEnd{round: uint32(round), pages: out.pages.pages(), bytes: s.fw.written() - before, diskBlocks: out.blocks.pages()}
 	s.acks.ending(uint32(round))
-	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.append(nil))); err != nil {
-		return counts, 0, s.writeErr(err)
+	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.appendVersion(nil, s.version))); err != nil {
+		return out, s.writeErr(err)
 	}
-	return counts, s.fw.written() - before, nil
+	out.bytes = s.fw.written() - before
+	return out, nil
 }
 
 // writeErr explains a failed write: cancellation, or what the destination
@@ -655,17 +794,24 @@ func (s *sender) switchover(round int) error {
 			return fmt.Errorf("fetching the final dirty log of region %d: %w", i, err)
 		}
 	}
+	// The paused devices have completed every request: these are the
+	// last blocks the guest wrote.
+	for i, d := range s.disks {
+		if err := d.TakeWritten(s.diskDirty[i]); err != nil {
+			return fmt.Errorf("fetching the final written blocks of disk %d: %w", i, err)
+		}
+	}
 	tl.dirty = time.Now()
 	roundStart := tl.dirty
-	counts, bytes, err := s.sendRound(round)
+	sent, err := s.sendRound(round)
 	if err != nil {
 		return err
 	}
 	tl.pages = time.Now()
 	s.stats.Rounds = round + 1
 	s.stats.FinalSyncMs = ms(tl.pages.Sub(tl.paused))
-	s.progress(RoundStat{Round: round, Pages: counts.pages(), Bytes: bytes, Duration: tl.pages.Sub(roundStart), ThrottlePct: s.hist.ThrottlePct},
-		Decision{})
+	s.progress(RoundStat{Round: round, Pages: sent.pages.pages(), Bytes: sent.bytes, Duration: tl.pages.Sub(roundStart), ThrottlePct: s.hist.ThrottlePct,
+		DiskBlocks: sent.blocks.pages()}, Decision{})
 
 	sections, err := s.vm.SaveState()
 	if err != nil {
@@ -734,8 +880,9 @@ func (s *sender) switchover(round int) error {
 	sc := newStopAndCopy(tl, r.resumed, r.timingsErr)
 	sc.Round = round
 	sc.ExpectedDowntimeMs = ms(s.expected)
-	sc.FinalPages.add(counts)
-	sc.FinalBytes = bytes
+	sc.FinalPages.add(sent.pages)
+	sc.FinalDiskBlocks.add(sent.blocks)
+	sc.FinalBytes = sent.bytes
 	sc.StateBytes = uint64(len(state))
 	sc.TransferBytes = stateBytes
 	s.stats.DowntimeMs = sc.DowntimeMs
@@ -749,8 +896,11 @@ func (s *sender) switchover(round int) error {
 	s.stats.SwitchoverMs = ms(tl.resumed.Sub(tl.pause) - final)
 	s.stats.RestoreMs = sc.DestRestoreMs
 	s.stats.StartMs = sc.DestResumeMs
-	rec := newRoundRecord(round, counts, bytes, roundStart, ackAt, s.hist.ThrottlePct)
+	rec := newRoundRecord(round, sent.pages, sent.bytes, roundStart, ackAt, s.hist.ThrottlePct)
 	rec.Paused = true
+	if s.stats.Storage {
+		rec.setDisk(sent.blocks, sent.diskBytes, 0, 0)
+	}
 	s.record(rec)
 	// The VM now runs on the destination; the source stays paused.
 	// Its error is moot: the migration succeeded, and tracking left on a

@@ -11,13 +11,14 @@ const (
 	StatusCancelled = "cancelled"
 )
 
-// PageStats counts pages by how they travelled.
+// PageStats counts pages (or, in the disk fields, disk blocks) by how
+// they travelled.
 type PageStats struct {
 	// Normal pages were sent raw.
 	Normal uint64 `json:"normal"`
 	// Zero pages were sent as a bit.
 	Zero uint64 `json:"zero"`
-	// Compressed pages were sent LZ4-compressed.
+	// Compressed pages were sent LZ4-compressed (when that shrank them).
 	Compressed uint64 `json:"compressed"`
 }
 
@@ -82,6 +83,24 @@ type Stats struct {
 	// StopAndCopy breaks the downtime down into consecutive parts; set
 	// once the migration completed.
 	StopAndCopy *DowntimeBreakdown `json:"stop_and_copy,omitempty"`
+
+	// Storage is set when the VM's disks moved with it (a storage
+	// migration); the Disk fields are zero (and omitted) otherwise.
+	Storage bool `json:"storage,omitempty"`
+	// DiskTotalBytes is the size of all the VM's disks together.
+	DiskTotalBytes uint64 `json:"disk_total_bytes,omitzero"`
+	// DiskTransferredBytes counts the wire bytes of the DISK_BATCH
+	// frames (included in TransferredBytes).
+	DiskTransferredBytes uint64 `json:"disk_transferred_bytes,omitzero"`
+	// DiskBlocks counts the disk blocks (of DiskBlockSize bytes) sent
+	// over all rounds by encoding; holes of sparse images are not sent.
+	DiskBlocks PageStats `json:"disk_blocks,omitzero"`
+	// DiskDirtyBlocksRate is the guest's disk writing rate measured after
+	// the last iterative round (not round 0), blocks per second: the
+	// blocks found written over the time since the previous fetch.
+	DiskDirtyBlocksRate float64 `json:"disk_dirty_blocks_rate,omitzero"`
+	// DiskRounds counts the rounds that sent disk blocks.
+	DiskRounds int `json:"disk_rounds,omitzero"`
 }
 
 // DestStats is the destination's record of a migration.
@@ -98,6 +117,13 @@ type DestStats struct {
 	ReceivedBytes uint64 `json:"received_bytes"`
 	// Pages counts received pages.
 	Pages PageStats `json:"pages"`
+	// Storage is set when the disks came in the stream.
+	Storage bool `json:"storage,omitempty"`
+	// DiskBlocks counts received disk blocks by encoding.
+	DiskBlocks PageStats `json:"disk_blocks,omitzero"`
+	// DiskCommitMs is TargetDisk.Commit of every disk after COMPLETE
+	// (fsync, final name), before the state is restored.
+	DiskCommitMs float64 `json:"disk_commit_ms,omitzero"`
 	// RestoreMs is Target.RestoreState.
 	RestoreMs float64 `json:"restore_ms"`
 	// StartMs is Target.Start.
@@ -127,6 +153,13 @@ type Progress struct {
 	ExpectedDowntime time.Duration `json:"expected_downtime_ns"`
 	// ThrottlePct is the throttle now applied.
 	ThrottlePct int `json:"throttle_pct"`
+	// DiskRemainingBlocks is, in a storage migration, the disk blocks
+	// (of DiskBlockSize bytes) the next round will send.
+	DiskRemainingBlocks uint64 `json:"disk_remaining_blocks,omitzero"`
+	// DiskTotalBytes is the size of the disks being sent.
+	DiskTotalBytes uint64 `json:"disk_total_bytes,omitzero"`
+	// DiskTransferredBytes is the wire bytes of disk blocks so far.
+	DiskTransferredBytes uint64 `json:"disk_transferred_bytes,omitzero"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -156,4 +189,6 @@ type DestRoundTrace struct {
 	Drain time.Duration `json:"drain_ns"`
 	// PageCounts splits the round's pages by encoding.
 	PageCounts PageStats `json:"page_counts"`
+	// DiskBlockCounts splits the round's disk blocks by encoding.
+	DiskBlockCounts PageStats `json:"disk_block_counts,omitzero"`
 }

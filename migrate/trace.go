@@ -101,6 +101,25 @@ type RoundRecord struct {
 	ThrottleToPct int `json:"throttle_to_pct,omitempty"`
 	// Reason is the policy's explanation of Decision.
 	Reason string `json:"reason,omitempty"`
+
+	// The disk fields are set in a storage migration only (omitted when
+	// zero). Bytes and BandwidthBytesPerSec include the disk blocks.
+
+	// DiskBlocksSent is the number of disk blocks (DiskBlockSize bytes)
+	// the round sent.
+	DiskBlocksSent uint64 `json:"disk_blocks_sent,omitzero"`
+	// DiskBlocks splits DiskBlocksSent by encoding.
+	DiskBlocks PageStats `json:"disk_blocks,omitzero"`
+	// DiskBytes is what the round's DISK_BATCH frames put on the wire.
+	DiskBytes uint64 `json:"disk_bytes,omitzero"`
+	// DiskDirtyBlocksFound is the disk blocks the fetch after the round
+	// found written since the previous fetch: the next round's blocks.
+	DiskDirtyBlocksFound uint64 `json:"disk_dirty_blocks_found,omitzero"`
+	// DiskDirtyBlocksPerSec is DiskDirtyBlocksFound over the same window
+	// as DirtyPagesPerSec.
+	DiskDirtyBlocksPerSec float64 `json:"disk_dirty_blocks_per_sec,omitzero"`
+	// DiskDirtyBytesPerSec is DiskDirtyBlocksPerSec times the block size.
+	DiskDirtyBytesPerSec float64 `json:"disk_dirty_bytes_per_sec,omitzero"`
 }
 
 // DowntimeBreakdown is the breakdown of the downtime, the trace's
@@ -145,8 +164,12 @@ type DowntimeBreakdown struct {
 	FinalPagesMs float64 `json:"final_pages_ms"`
 	// FinalPages counts the last pages by encoding.
 	FinalPages PageStats `json:"final_pages"`
-	// FinalBytes is what the last pages put on the wire.
+	// FinalBytes is what the last pages (and disk blocks) put on the
+	// wire.
 	FinalBytes uint64 `json:"final_bytes"`
+	// FinalDiskBlocks counts the last disk blocks by encoding (storage
+	// migrations only; they are written in FinalPagesMs too).
+	FinalDiskBlocks PageStats `json:"final_disk_blocks,omitzero"`
 	// StateSaveMs is Source.SaveState and encoding the sections (vCPUs,
 	// irqchip, PIT, clock, devices).
 	StateSaveMs float64 `json:"state_save_ms"`
@@ -257,6 +280,18 @@ func (r *RoundRecord) setDirty(found uint64, window time.Duration) {
 	r.DirtyPagesFound = found
 	r.DirtyPagesPerSec = perSecond(float64(found), window)
 	r.DirtyBytesPerSec = r.DirtyPagesPerSec * memory.PageSize
+}
+
+// setDisk records a storage migration round's disk blocks: what it sent
+// (c, in bytes on the wire) and what the fetch after it found written
+// over window.
+func (r *RoundRecord) setDisk(c batchCounts, bytes, found uint64, window time.Duration) {
+	r.DiskBlocksSent = c.pages()
+	r.DiskBlocks.add(c)
+	r.DiskBytes = bytes
+	r.DiskDirtyBlocksFound = found
+	r.DiskDirtyBlocksPerSec = perSecond(float64(found), window)
+	r.DiskDirtyBytesPerSec = r.DiskDirtyBlocksPerSec * DiskBlockSize
 }
 
 // setDecision records the policy's decision after the round.

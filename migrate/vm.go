@@ -66,3 +66,67 @@ type Target interface {
 // TargetFactory creates a Target from the configuration the source sent,
 // or refuses it with a clear error (incompatible host, bad config).
 type TargetFactory func(config []byte) (Target, error)
+
+// SourceDisk is one disk a storage migration sends along with the VM's
+// memory (see "Storage" in the package documentation). The engine only
+// reads it: a source disk is never written by a migration.
+type SourceDisk interface {
+	// Size returns the disk size in bytes, fixed while the VM exists.
+	Size() uint64
+	// ReadAt reads the disk's content, as the guest would see it now.
+	// The guest may write the disk concurrently.
+	ReadAt(p []byte, off int64) (int, error)
+	// Allocated sets in dst (bit i%64 of word i/64 is block i of
+	// DiskBlockSize bytes) every block that may hold data; blocks it
+	// leaves clear read as zeros (holes of a sparse image). Marking every
+	// block is always correct, only slower.
+	Allocated(dst []uint64) error
+	// TakeWritten ORs into dst the blocks the guest wrote since the last
+	// call and forgets them. A block is marked only after the guest's
+	// write to it completed, so a block read after TakeWritten holds
+	// that write; a write completing later marks its block again.
+	TakeWritten(dst []uint64) error
+}
+
+// StorageSource is a Source whose disks move with it: Send includes
+// storage exactly when the Source it is given implements StorageSource
+// (vmm wraps its VM in one for `godwit migrate --include-storage`).
+// Config must then tell the destination's factory to create new images.
+type StorageSource interface {
+	Source
+	// SourceDisks returns the disks in the order the destination's
+	// StorageTarget lists them.
+	SourceDisks() []SourceDisk
+}
+
+// TargetDisk is a disk image being received. A new TargetDisk reads as
+// zeros everywhere (a freshly created sparse image): the source does not
+// send the holes of its images, nor zero blocks in round 0.
+type TargetDisk interface {
+	// Size returns the disk size in bytes; it must equal the size of the
+	// source's disk.
+	Size() uint64
+	// WriteAt writes received data.
+	WriteAt(p []byte, off int64) (int, error)
+	// Zero makes [off, off+n) read as zeros, deallocating it where the
+	// file system can (a hole).
+	Zero(off, n uint64) error
+	// Sync makes what was written durable (fdatasync). Receive calls it
+	// at the end of every round that wrote the disk, before ROUND_ACK.
+	Sync() error
+	// Commit is called once, after COMPLETE and before the VM state is
+	// restored, when the image holds the guest's last write: make it
+	// durable and give it its final name. A Target that is discarded
+	// afterwards still removes it.
+	Commit() error
+}
+
+// StorageTarget is a Target that receives its disks in the stream. The
+// engine checks that its disks match what the source announced; with no
+// storage announced, TargetDisks must return none.
+type StorageTarget interface {
+	Target
+	// TargetDisks returns the images being received, in the order of the
+	// source's SourceDisks.
+	TargetDisks() []TargetDisk
+}

@@ -16,8 +16,14 @@ import (
 const (
 	// Magic opens every HELLO payload.
 	Magic = "GODWITMG"
-	// ProtocolVersion is the version of the wire format this package speaks.
-	ProtocolVersion = 2
+	// ProtocolVersion is the newest version of the wire format this
+	// package speaks: version 3 adds storage migration (STORAGE,
+	// DISK_BATCH, ROUND_END's disk count).
+	ProtocolVersion = 3
+	// MinProtocolVersion is the oldest version it speaks. Send uses
+	// version 2 for a migration without storage, so receivers that only
+	// speak version 2 still take it.
+	MinProtocolVersion = 2
 
 	// MaxConfigSize bounds the VM configuration carried by HELLO.
 	MaxConfigSize = 64 << 10
@@ -37,6 +43,18 @@ const (
 	MaxReason = 4096
 	// MaxRegions bounds the memory regions HELLO may describe.
 	MaxRegions = 64
+
+	// DiskBlockSize is the unit of a storage migration: DISK_BATCH
+	// frames carry whole blocks of this size (the last block of a disk
+	// may be shorter), and SourceDisk's bitmaps have a bit per block.
+	DiskBlockSize = 64 << 10
+	// MaxDisks bounds the disks STORAGE may describe.
+	MaxDisks = 64
+	// MaxDiskSize bounds the size of one disk STORAGE may describe. The
+	// receiver keeps a bitmap of a bit per block of every disk.
+	MaxDiskSize = 16 << 40
+	// MaxDiskBatchBlocks bounds the blocks one DISK_BATCH frame may cover.
+	MaxDiskBatchBlocks = 64
 )
 
 const (
@@ -63,6 +81,8 @@ const (
 	frameResumed     frameType = 9
 	frameError       frameType = 10
 	frameRoundAck    frameType = 11
+	frameStorage     frameType = 12
+	frameDiskBatch   frameType = 13
 )
 
 // frameSpec is what a reader accepts for one frame type.
@@ -79,12 +99,14 @@ var frameSpecs = map[frameType]frameSpec{
 	frameRefuse:      {name: "REFUSE", maxLen: MaxReason},
 	frameMemoryBegin: {name: "MEMORY_BEGIN", minLen: 4, maxLen: 4},
 	framePageBatch:   {name: "PAGE_BATCH", minLen: batchHeader, maxLen: MaxPayload},
-	frameRoundEnd:    {name: "ROUND_END", minLen: roundEndSize, maxLen: roundEndSize},
+	frameRoundEnd:    {name: "ROUND_END", minLen: roundEndSize, maxLen: roundEndSizeV3},
 	frameState:       {name: "STATE", maxLen: maxStateChunk, flagMask: flagMore},
 	frameComplete:    {name: "COMPLETE"},
 	frameResumed:     {name: "RESUMED", minLen: resumedFixed, maxLen: resumedFixed + timingsHeader + MaxTimingsSize},
 	frameError:       {name: "ERROR", maxLen: MaxReason},
 	frameRoundAck:    {name: "ROUND_ACK", minLen: roundAckSize, maxLen: roundAckSize},
+	frameStorage:     {name: "STORAGE", minLen: storageFixed, maxLen: storageFixed + MaxDisks*storageDiskSize},
+	frameDiskBatch:   {name: "DISK_BATCH", minLen: diskBatchHeader, maxLen: maxDiskBatchPayload},
 }
 
 func (t frameType) String() string {
@@ -132,6 +154,10 @@ type frameReader struct {
 	hdr [headerSize]byte
 	buf []byte
 	n   uint64 // bytes read, including headers and trailers
+	// limit, if set, may refuse a frame from its header alone, before
+	// its payload is read or room for it allocated (the receiver bounds
+	// frames by the VM it accepted: frameLimit).
+	limit func(typ frameType, n uint32) error
 }
 
 // detach hands the buffer the last frame's payload aliases to the caller
@@ -161,6 +187,11 @@ func (fr *frameReader) next() (frame, error) {
 	}
 	if n > spec.maxLen || n < spec.minLen {
 		return frame{}, protoErr("%s frame length %d outside [%d, %d]", typ, n, spec.minLen, spec.maxLen)
+	}
+	if fr.limit != nil {
+		if err := fr.limit(typ, n); err != nil {
+			return frame{}, err
+		}
 	}
 	need := int(n) + trailerSize
 	if cap(fr.buf) < need {
@@ -288,6 +319,8 @@ func (h hello) append(dst []byte) []byte {
 
 // parseHello decodes and bounds-checks a HELLO payload. It does not check
 // the version: the caller refuses other versions with a clear message.
+// The layout above is the same in every version this package speaks;
+// bytes after the config of a version it does not speak are ignored.
 func parseHello(p []byte) (hello, error) {
 	d := decoder{b: p}
 	if m := d.take(len(Magic)); d.err == nil && string(m) != Magic {
@@ -308,29 +341,55 @@ func parseHello(p []byte) (hello, error) {
 		return hello{}, protoErr("HELLO config of %d bytes exceeds limit %d", cl, MaxConfigSize)
 	}
 	h.config = append([]byte(nil), d.take(int(cl))...)
+	if h.version < MinProtocolVersion || h.version > ProtocolVersion {
+		// Another version may append fields: leave them unread, so
+		// that the caller refuses it with the version's message.
+		return h, d.err
+	}
 	return h, d.end("HELLO")
 }
 
 // roundEnd is the ROUND_END payload: round u32, pages u64 (pages sent in
 // the round, zero pages included), bytes u64 (wire bytes of the round's
-// PAGE_BATCH frames, informational).
+// frames, informational), and from protocol version 3 on disk_blocks u64
+// (disk blocks sent in the round, zero blocks included).
 type roundEnd struct {
-	round uint32
-	pages uint64
-	bytes uint64
+	round      uint32
+	pages      uint64
+	bytes      uint64
+	diskBlocks uint64
 }
 
-const roundEndSize = 4 + 8 + 8
+const (
+	roundEndSize   = 4 + 8 + 8
+	roundEndSizeV3 = roundEndSize + 8
+)
 
-func (r roundEnd) append(dst []byte) []byte {
+// append encodes r in the layout of protocol version 2.
+func (r roundEnd) append(dst []byte) []byte { return r.appendVersion(dst, 2) }
+
+// appendVersion encodes r in the layout of protocol version.
+func (r roundEnd) appendVersion(dst []byte, version uint32) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, r.round)
 	dst = binary.LittleEndian.AppendUint64(dst, r.pages)
-	return binary.LittleEndian.AppendUint64(dst, r.bytes)
+	dst = binary.LittleEndian.AppendUint64(dst, r.bytes)
+	if version >= 3 {
+		dst = binary.LittleEndian.AppendUint64(dst, r.diskBlocks)
+	}
+	return dst
 }
 
-func parseRoundEnd(p []byte) (roundEnd, error) {
+// parseRoundEnd decodes a ROUND_END payload of protocol version 2.
+func parseRoundEnd(p []byte) (roundEnd, error) { return parseRoundEndVersion(p, 2) }
+
+// parseRoundEndVersion decodes a ROUND_END payload of protocol version,
+// which fixes its length.
+func parseRoundEndVersion(p []byte, version uint32) (roundEnd, error) {
 	d := decoder{b: p}
 	r := roundEnd{round: d.u32(), pages: d.u64(), bytes: d.u64()}
+	if version >= 3 {
+		r.diskBlocks = d.u64()
+	}
 	return r, d.end("ROUND_END")
 }
 

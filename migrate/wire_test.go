@@ -95,7 +95,7 @@ func TestFrameRoundTrip(t *testing.T) {
 }
 
 func TestParseHello(t *testing.T) {
-	good := hello{version: 1, pageSize: 4096, regions: []regionDesc{{0, 1 << 20}}, config: []byte(`{"x":1}`)}
+	good := hello{version: MinProtocolVersion, pageSize: 4096, regions: []regionDesc{{0, 1 << 20}}, config: []byte(`{"x":1}`)}
 	mutate := func(f func(b []byte) []byte) []byte { return f(good.append(nil)) }
 	tests := []struct {
 		name    string
@@ -119,11 +119,17 @@ func TestParseHello(t *testing.T) {
 			return b
 		}), wantErr: "truncated"},
 	}
+	// Another version may append fields: they are left for its refusal.
+	future := good
+	future.version = ProtocolVersion + 1
+	if h, err := parseHello(append(future.append(nil), "new fields"...)); err != nil || h.version != ProtocolVersion+1 {
+		t.Fatalf("HELLO of a future version: %+v, %v", h, err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h, err := parseHello(tt.in)
 			if tt.wantErr == "" {
-				if err != nil || h.version != 1 || h.pageSize != 4096 || len(h.regions) != 1 || string(h.config) != `{"x":1}` {
+				if err != nil || h.version != MinProtocolVersion || h.pageSize != 4096 || len(h.regions) != 1 || string(h.config) != `{"x":1}` {
 					t.Fatalf("parseHello = %+v, %v", h, err)
 				}
 				return

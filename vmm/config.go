@@ -237,6 +237,14 @@ type Config struct {
 	// OLD=NEW`); source paths not in it are opened as they are (shared
 	// storage mounted at the same place).
 	DiskMap map[string]string
+	// StorageDir, for an incoming VM only, is where the images of a
+	// storage migration are created, each under its source image's base
+	// name (`godwit receive --storage-dir`); DiskMap entries name their
+	// images' paths instead.
+	StorageDir string
+	// Overwrite, for an incoming VM only, lets a storage migration
+	// replace existing files (`godwit receive --overwrite`).
+	Overwrite bool
 	// Nets are virtio-net devices on taps, one PCI function each, added
 	// after the disks in this order (the guest's eth0, eth1, ...).
 	Nets []NetConfig
@@ -294,6 +302,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.DiskMap) > 0 && !c.Incoming {
 		return errors.New("a disk map applies only to an incoming VM")
+	}
+	if (c.StorageDir != "" || c.Overwrite) && !c.Incoming {
+		return errors.New("a storage directory and overwriting apply only to an incoming VM")
 	}
 	if err := checkNets(c.Nets); err != nil {
 		return err

@@ -1,10 +1,7 @@
 package vmm
 
 import (
-	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,15 +10,10 @@ import (
 
 	"godwit/devices/pci"
 	"godwit/migrate"
-	"godwit/vmm/memory"
 )
 
 func TestParseDisk(t *testing.T) {
-	for _, tc := range []struct {
-		in      string
-		want    DiskConfig
-		wantErr string
-	}{
+	checkParse(t, "ParseDisk", ParseDisk, []parseCase[DiskConfig]{
 		{"path=/a.img", DiskConfig{Path: "/a.img"}, ""},
 		{"path=/a.img,readonly=on", DiskConfig{Path: "/a.img", ReadOnly: true}, ""},
 		{"readonly=true,path=rel.img", DiskConfig{Path: "rel.img", ReadOnly: true}, ""},
@@ -35,45 +27,17 @@ func TestParseDisk(t *testing.T) {
 		{"path=/a,cache=none", DiskConfig{}, "unknown key"},
 		{"path=/a,path=/b", DiskConfig{}, "want path=FILE"},
 		{"path=/a,", DiskConfig{}, "want path=FILE"},
-	} {
-		got, err := ParseDisk(tc.in)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("ParseDisk(%q) error %v, want %q", tc.in, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("ParseDisk(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
-		}
-		if again, err := ParseDisk(got.String()); err != nil || again != got {
-			t.Errorf("String %q does not parse back: %+v, %v", got.String(), again, err)
-		}
-	}
+	})
 }
 
 func TestValidateDisks(t *testing.T) {
-	base := Config{CPUs: 1, Serial: SerialConfig{Mode: "none"}}
-	for _, tc := range []struct {
-		name    string
-		mut     func(*Config)
-		wantErr string
-	}{
+	checkValidate(t, []validateCase{
 		{"two disks", func(c *Config) { c.Disks = []DiskConfig{{Path: "a"}, {Path: "b", ReadOnly: true}} }, ""},
 		{"too many", func(c *Config) { c.Disks = make([]DiskConfig, MaxDisks+1) }, "at most"},
 		{"no path", func(c *Config) { c.Disks = []DiskConfig{{}} }, "no path"},
 		{"map without incoming", func(c *Config) { c.DiskMap = map[string]string{"a": "b"} }, "incoming"},
 		{"map incoming", func(c *Config) { c.DiskMap = map[string]string{"a": "b"}; c.Incoming = true }, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := base
-			tc.mut(&c)
-			err := c.Validate()
-			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("Validate = %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
+	})
 }
 
 // image creates a raw image of size bytes and returns its path.
@@ -128,24 +92,11 @@ func TestPCIWiringDisks(t *testing.T) {
 	if got := v.migrationDisks(); !slices.Equal(got, want) {
 		t.Errorf("migrationDisks = %+v, want %+v", got, want)
 	}
-	js, err := json.Marshal(MigrationConfig{MemoryBytes: 64 << 20, CPUs: 1, Guest: "linux", Devices: v.cfg.pciDevices(), Disks: v.migrationDisks()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := ParseMigrationConfig(js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := roundTripConfig(t, MigrationConfig{MemoryBytes: 64 << 20, CPUs: 1, Guest: "linux", Devices: v.cfg.pciDevices(), Disks: v.migrationDisks()})
 	if !slices.Equal(mc.Disks, want) {
 		t.Errorf("parsed disks %+v", mc.Disks)
 	}
-	// Closing twice is fine (VM.Close may run twice).
-	if err := v.closeDevices(); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.closeDevices(); err != nil {
-		t.Fatalf("second close: %v", err)
-	}
+	closeTwice(t, v)
 }
 
 func TestSetupPCIDiskErrors(t *testing.T) {
@@ -159,15 +110,7 @@ func TestSetupPCIDiskErrors(t *testing.T) {
 		{"second missing", []DiskConfig{{Path: image(t, dir, "ok.img", 4096)}, {Path: filepath.Join(dir, "nope.img")}}, "virtio-blk1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &VM{cfg: Config{CPUs: 1, Disks: tc.disks}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-			var err error
-			if v.mem, err = memory.New(16 << 20); err != nil {
-				t.Fatal(err)
-			}
-			defer v.mem.Close()
-			err = v.setupPCI()
-			defer v.closeDevices()
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if err := setupPCIError(t, Config{CPUs: 1, Disks: tc.disks}); !errMatches(err, tc.want) {
 				t.Fatalf("setupPCI = %v, want %q", err, tc.want)
 			}
 		})
@@ -189,15 +132,7 @@ func TestIncomingDisks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := incomingDisks(src, tc.m)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || !slices.Equal(got, tc.want) {
-				t.Fatalf("incomingDisks = %+v, %v; want %+v", got, err, tc.want)
-			}
+			checkList(t, "incomingDisks", got, err, tc.want, tc.wantErr)
 		})
 	}
 }
@@ -236,15 +171,7 @@ func TestDiskMigrationState(t *testing.T) {
 		if err := dst.restorePCIState(byID); err != nil {
 			t.Fatal(err)
 		}
-		again, err := dst.savePCIState()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.EqualFunc(again, sections, func(a, b migrate.Section) bool {
-			return a.ID == b.ID && a.Version == b.Version && string(a.Data) == string(b.Data)
-		}) {
-			t.Fatal("restored state saves differently")
-		}
+		checkSavesSame(t, dst, sections)
 	})
 	t.Run("image of another size", func(t *testing.T) {
 		dst := newPCITestVM(t, cfg(image(t, dir, "a3.img", 2<<20), image(t, dir, "b3.img", 1<<20)))

@@ -92,6 +92,23 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		o.mu.Unlock()
 		return fmt.Errorf("%w: a migration is already running", api.ErrInvalidState)
 	}
+	// The migration's source: the VM, or with its disks the VM wrapped
+	// with read-only descriptors of its images.
+	var src migrate.Source = v
+	var disks *storageSource
+	if req.IncludeStorage {
+		var err error
+		if disks, err = v.openStorageSource(); err != nil {
+			o.mu.Unlock()
+			return fmt.Errorf("sending the disks: %w", err)
+		}
+		src = disks
+	}
+	closeDisks := func() {
+		if disks != nil {
+			disks.Close()
+		}
+	}
 	mctx, cancel := context.WithCancel(context.Background())
 	o.status, o.err, o.stats, o.cancel, o.progress = "active", "", nil, cancel, migrate.Progress{}
 	o.done = make(chan struct{})
@@ -119,6 +136,7 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 	if err != nil {
 		o.finish(nil, err, false)
 		cancel()
+		closeDisks()
 		return err
 	}
 	if channel != nil {
@@ -126,11 +144,12 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		// before anything of the VM is sent, and the VM runs on.
 		conn = secure.Client(conn, channel)
 	}
-	v.log.Info("migration started", "to", req.To, "channel", channelName(channel))
+	v.log.Info("migration started", "to", req.To, "channel", channelName(channel), "storage", req.IncludeStorage)
 	go func() {
 		defer cancel()
 		defer conn.Close()
-		stats, err := migrate.Send(mctx, conn, v, opts)
+		defer closeDisks()
+		stats, err := migrate.Send(mctx, conn, src, opts)
 		o.finish(&stats, err, mctx.Err() != nil)
 		if err != nil {
 			v.log.Error("migration failed; the VM keeps running here", "err", err)

@@ -3,6 +3,7 @@ package vmm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	virtionet "godwit/devices/virtio/net"
 	"godwit/migrate"
+	"godwit/migrate/storage"
 	"godwit/test/guest"
 	"godwit/vmm/kvm"
 	"godwit/vmm/memory"
@@ -44,12 +46,17 @@ type MigrationConfig struct {
 	// "virtio-blk", "virtio-net"); the destination adds the same devices
 	// in the same order, so slots, BARs and saved state line up.
 	Devices []string `json:"devices,omitempty"`
-	// Disks are the disks of the virtio-blk devices, in order. The
-	// destination opens each image at its source path, or where
-	// Config.DiskMap says (shared storage: both sides see the same
+	// Disks are the disks of the virtio-blk devices, in order. Without
+	// Storage, the destination opens each image at its source path, or
+	// where Config.DiskMap says (shared storage: both sides see the same
 	// image), and refuses the migration before any page moves if one
 	// cannot be opened or has another size.
 	Disks []MigrationDisk `json:"disks,omitempty"`
+	// Storage says the disks' contents travel in the migration stream
+	// (`godwit migrate --include-storage`): the destination creates new
+	// images where Config.DiskMap or Config.StorageDir say, and refuses
+	// before any page moves if one exists or space is short.
+	Storage bool `json:"storage,omitempty"`
 	// Nets are the virtio-net devices, in order: the tap each uses on
 	// the source and the guest's MAC. The destination opens the tap of
 	// the same name, or the one Config.TapMap maps it to, and gives the
@@ -73,6 +80,9 @@ type MigrationDisk struct {
 	ReadOnly bool `json:"readonly,omitempty"`
 	// Sectors is the disk size in 512-byte sectors.
 	Sectors uint64 `json:"sectors"`
+	// Allocated is, in a storage migration, what the source image has
+	// allocated in bytes: the space the destination needs at least.
+	Allocated uint64 `json:"allocated,omitempty"`
 }
 
 // CPUIDFeatures is one CPUID leaf's feature registers.
@@ -100,7 +110,10 @@ func featureMask(function uint32) (ebx, ecx, edx uint32) {
 }
 
 // Config implements migrate.Source.
-func (v *VM) Config() ([]byte, error) {
+func (v *VM) Config() ([]byte, error) { return json.Marshal(v.migrationConfig()) }
+
+// migrationConfig describes the VM for the handshake.
+func (v *VM) migrationConfig() MigrationConfig {
 	mc := MigrationConfig{
 		MemoryBytes: v.cfg.MemoryBytes,
 		CPUs:        v.cfg.CPUs,
@@ -120,7 +133,7 @@ func (v *VM) Config() ([]byte, error) {
 			mc.CPUID = append(mc.CPUID, CPUIDFeatures{Function: l.function, Index: l.index, EBX: e.EBX & mb, ECX: e.ECX & mc2, EDX: e.EDX & md})
 		}
 	}
-	return json.Marshal(mc)
+	return mc
 }
 
 // ParseMigrationConfig decodes and validates a handshake configuration.
@@ -146,6 +159,9 @@ func ParseMigrationConfig(b []byte) (MigrationConfig, error) {
 	for i, d := range mc.Disks {
 		if d.Path == "" {
 			return mc, fmt.Errorf("VM configuration: disk %d has no path", i)
+		}
+		if mc.Storage && (d.Sectors == 0 || d.Sectors > migrate.MaxDiskSize/512 || d.Allocated > d.Sectors*512) {
+			return mc, fmt.Errorf("VM configuration: disk %d: %d sectors with %d bytes allocated", i, d.Sectors, d.Allocated)
 		}
 	}
 	if len(mc.Nets) > MaxNets {
@@ -199,19 +215,33 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 	}
 	local.MemoryBytes, local.CPUs, local.Incoming = mc.MemoryBytes, mc.CPUs, true
 	local.Kernel, local.Initrd, local.Cmdline, local.BootSector, local.GuestArgs = mc.Kernel, mc.Initrd, mc.Cmdline, "", nil
-	disks, err := incomingDisks(mc.Disks, local.DiskMap)
-	if err != nil {
-		return nil, err
-	}
 	nets, err := incomingNets(mc.Nets, local.TapMap)
 	if err != nil {
 		return nil, err
 	}
+	var disks []DiskConfig
+	var images []*storage.Image
+	switch {
+	case mc.Storage:
+		// Created last: a refusal of anything else leaves no file.
+		if images, disks, err = createIncomingImages(mc.Disks, local); err != nil {
+			return nil, err
+		}
+	case local.StorageDir != "" || local.Overwrite:
+		return nil, errors.New("receive --storage-dir and --overwrite are for a VM whose disks come with it, and the source does not send its disks (godwit migrate --include-storage does)")
+	default:
+		if disks, err = incomingDisks(mc.Disks, local.DiskMap); err != nil {
+			return nil, err
+		}
+	}
+	local.StorageDir, local.Overwrite = "", false
 	configDevices(&local, mc.Devices, disks, nets)
 	v, err := newVM(local, mc.TestGuest)
 	if err != nil {
+		storage.RemoveAll(images)
 		return nil, err
 	}
+	v.images = images
 	err = v.checkIncomingDisks(mc.Disks)
 	if err == nil {
 		var cpuid *kvm.CPUID
@@ -223,7 +253,7 @@ func NewIncoming(config []byte, local Config) (*VM, error) {
 		err = v.checkRAMUntouched()
 	}
 	if err != nil {
-		v.Close()
+		v.Discard()
 		return nil, err
 	}
 	return v, nil
@@ -364,8 +394,14 @@ func (v *VM) checkRAMUntouched() error {
 	return nil
 }
 
-// Discard implements migrate.Target: it releases a VM that never ran.
-func (v *VM) Discard() { v.Close() }
+// Discard implements migrate.Target: it releases a VM that never ran, and
+// deletes the images a storage migration was receiving for it.
+func (v *VM) Discard() {
+	v.Close()
+	if err := storage.RemoveAll(v.images); err != nil {
+		v.log.Error("removing the partial disk images", "err", err)
+	}
+}
 
 // StartDirtyLog implements migrate.Source.
 func (v *VM) StartDirtyLog() error {

@@ -1,11 +1,8 @@
 package vmm
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -16,16 +13,11 @@ import (
 	"godwit/devices/pci"
 	"godwit/devices/tap"
 	virtionet "godwit/devices/virtio/net"
-	"godwit/vmm/memory"
 )
 
 func TestParseNet(t *testing.T) {
 	mac := [6]byte{0x52, 0x54, 0, 0x12, 0x34, 0x56}
-	for _, tc := range []struct {
-		in      string
-		want    NetConfig
-		wantErr string
-	}{
+	checkParse(t, "ParseNet", ParseNet, []parseCase[NetConfig]{
 		{"tap=tap0", NetConfig{Tap: "tap0"}, ""},
 		{"tap=tap0,mac=52:54:00:12:34:56", NetConfig{Tap: "tap0", MAC: mac}, ""},
 		{"mac=52-54-00-12-34-56,tap=t", NetConfig{Tap: "t", MAC: mac}, ""},
@@ -43,31 +35,12 @@ func TestParseNet(t *testing.T) {
 		{"tap=a,mac=52:54:00:12:34", NetConfig{}, "six hex bytes"},
 		{"tap=a,mac=0000.5e00.5301", NetConfig{}, "six hex bytes"},
 		{"tap=a,mac=00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", NetConfig{}, "six hex bytes"},
-	} {
-		got, err := ParseNet(tc.in)
-		if tc.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("ParseNet(%q) error %v, want %q", tc.in, err, tc.wantErr)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("ParseNet(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
-		}
-		if again, err := ParseNet(got.String()); err != nil || again != got {
-			t.Errorf("String %q does not parse back: %+v, %v", got.String(), again, err)
-		}
-	}
+	})
 }
 
 func TestValidateNets(t *testing.T) {
-	base := Config{CPUs: 1, Serial: SerialConfig{Mode: "none"}}
 	m1, m2 := [6]byte{2, 0, 0, 0, 0, 1}, [6]byte{2, 0, 0, 0, 0, 2}
-	for _, tc := range []struct {
-		name    string
-		mut     func(*Config)
-		wantErr string
-	}{
+	checkValidate(t, []validateCase{
 		{"none", func(c *Config) {}, ""},
 		{"two", func(c *Config) { c.Nets = []NetConfig{{Tap: "a", MAC: m1}, {Tap: "b"}} }, ""},
 		{"too many", func(c *Config) {
@@ -82,16 +55,7 @@ func TestValidateNets(t *testing.T) {
 		{"tap map on a new VM", func(c *Config) { c.TapMap = map[string]string{"a": "b"} }, "only to an incoming VM"},
 		{"tap map", func(c *Config) { c.Incoming = true; c.TapMap = map[string]string{"a": "b"} }, ""},
 		{"tap map bad name", func(c *Config) { c.Incoming = true; c.TapMap = map[string]string{"a": "b c"} }, "interface name"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := base
-			tc.mut(&c)
-			err := c.Validate()
-			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-				t.Fatalf("Validate = %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
+	})
 }
 
 func TestWithMACs(t *testing.T) {
@@ -146,15 +110,7 @@ func TestIncomingNets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := incomingNets(tc.src, tc.m)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil || !slices.Equal(got, tc.want) {
-				t.Fatalf("incomingNets = %+v, %v; want %+v", got, err, tc.want)
-			}
+			checkList(t, "incomingNets", got, err, tc.want, tc.wantErr)
 		})
 	}
 }
@@ -180,19 +136,13 @@ func TestMigrationConfigNets(t *testing.T) {
 		{"too many", `[` + strings.Repeat(`"virtio-net",`, MaxNets) + `"virtio-net"]`, "[" + strings.Repeat(n0+",", MaxNets) + n0 + "]", "supports up to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			js := `{"memory_bytes":67108864,"cpus":1,"guest":"linux","cpuid":[],"devices":` + tc.devices
+			extra := `,"devices":` + tc.devices
 			if tc.nets != "" {
-				js += `,"nets":` + tc.nets
+				extra += `,"nets":` + tc.nets
 			}
-			mc, err := ParseMigrationConfig([]byte(js + "}"))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
-				}
+			mc, ok := parseTestConfig(t, extra, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			nets, err := incomingNets(mc.Nets, nil)
 			if err != nil {
@@ -252,14 +202,7 @@ func TestPCIWiringNets(t *testing.T) {
 	if got := v.migrationNets(); !slices.Equal(got, want) {
 		t.Errorf("migrationNets = %+v, want %+v", got, want)
 	}
-	js, err := json.Marshal(MigrationConfig{MemoryBytes: 64 << 20, CPUs: 1, Guest: "linux", Devices: v.cfg.pciDevices(), Nets: v.migrationNets()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := ParseMigrationConfig(js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := roundTripConfig(t, MigrationConfig{MemoryBytes: 64 << 20, CPUs: 1, Guest: "linux", Devices: v.cfg.pciDevices(), Nets: v.migrationNets()})
 	if nets, err := incomingNets(mc.Nets, nil); err != nil || nets[0] != cfg.Nets[0] {
 		t.Errorf("the destination would build %+v (%v), want %+v", nets, err, cfg.Nets[0])
 	}
@@ -271,12 +214,7 @@ func TestPCIWiringNets(t *testing.T) {
 	if len(sections) != 3 || sections[2].ID != "dev/virtio-net0" {
 		t.Fatalf("sections %v", sections)
 	}
-	if err := v.closeDevices(); err != nil {
-		t.Fatal(err)
-	}
-	if err := v.closeDevices(); err != nil {
-		t.Fatalf("second close: %v", err)
-	}
+	closeTwice(t, v)
 	// Closed, the tap is free again.
 	tp, err := tap.Open(name)
 	if err != nil {
@@ -292,13 +230,7 @@ func TestSetupPCINetErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	v := &VM{cfg: Config{CPUs: 1, Nets: withMACs([]NetConfig{{Tap: name}})}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if v.mem, err = memory.New(16 << 20); err != nil {
-		t.Fatal(err)
-	}
-	defer v.mem.Close()
-	err = v.setupPCI()
-	defer v.closeDevices()
+	err = setupPCIError(t, Config{CPUs: 1, Nets: withMACs([]NetConfig{{Tap: name}})})
 	if !errors.Is(err, tap.ErrBusy) || !strings.Contains(err.Error(), "virtio-net0: tap "+name) {
 		t.Fatalf("setupPCI on a busy tap = %v", err)
 	}

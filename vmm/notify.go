@@ -58,9 +58,13 @@ type notifyQueue struct {
 
 // notifyDevice is the notify region of one virtio device.
 type notifyDevice struct {
-	name   string
-	nq     int
-	bar0   func() (base uint64, ok bool) // where BAR 0 is decoded now
+	name string
+	nq   int
+	bar0 func() (base uint64, ok bool) // where BAR 0 is decoded now
+	// owns, if set, reports whether a notify write at addr reaches this
+	// device through the MMIO path now (another device's BAR may cover
+	// the address): only then may KVM take the write instead.
+	owns   func(addr uint64) bool
 	notify func(queue int)
 	queues []*notifyQueue // nil until the notifiers are attached
 }
@@ -90,12 +94,16 @@ func newNotifiers(log *slog.Logger) *notifiers {
 // add adds a device with nq queues whose BAR 0 bar0 reports and whose
 // notifications go to notify.
 func (n *notifiers) add(name string, nq int, bar0 func() (uint64, bool), notify func(int)) error {
+	return n.addDevice(&notifyDevice{name: name, nq: nq, bar0: bar0, notify: notify})
+}
+
+// addDevice adds d.
+func (n *notifiers) addDevice(d *notifyDevice) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return errors.New("notifiers closed")
 	}
-	d := &notifyDevice{name: name, nq: nq, bar0: bar0, notify: notify}
 	n.devs = append(n.devs, d)
 	if n.kvm != nil {
 		if err := n.openLocked(d); err != nil {
@@ -106,9 +114,17 @@ func (n *notifiers) add(name string, nq int, bar0 func() (uint64, bool), notify 
 	return nil
 }
 
-// addTransport adds a virtio-pci transport.
-func (n *notifiers) addTransport(name string, t *virtio.Transport) error {
-	return n.add(name, t.Device().NumQueues(), func() (uint64, bool) { return transportBAR0(t) }, t.Notify)
+// addTransport adds a virtio-pci transport on bus: its queues get
+// ioeventfds only where bus routes their notify writes to it.
+func (n *notifiers) addTransport(name string, t *virtio.Transport, bus *pci.Bus) error {
+	return n.addDevice(&notifyDevice{
+		name: name, nq: t.Device().NumQueues(), notify: t.Notify,
+		bar0: func() (uint64, bool) { return transportBAR0(t) },
+		owns: func(addr uint64) bool {
+			fn, ok := bus.FunctionAt(addr, notifyLen)
+			return ok && fn == pci.Function(t)
+		},
+	})
 }
 
 // transportBAR0 returns where t's BAR 0 is decoded, if it is decoded
@@ -196,25 +212,56 @@ func (n *notifiers) sync() {
 }
 
 // syncLocked is sync with mu held.
+//
+// A guest may make BARs overlap, so that a queue's notify register lies
+// in another device's BAR, or two queues' registers share an address.
+// KVM takes one ioeventfd per address and would swallow the write, while
+// the MMIO path routes it to the device in the lowest slot (pci.Bus
+// decodes overlapping BARs in slot order): so a queue is registered only
+// where its device owns the address, and only one queue per address (the
+// first, in slot order). Other writes keep the MMIO path, which leads
+// where the PCI decode says. Registrations that move or lose their
+// address are dropped before any is made, so a swap of two BARs never
+// collides with a stale registration.
 func (n *notifiers) syncLocked() {
 	if n.kvm == nil || n.closed {
 		return
 	}
-	for _, d := range n.devs {
+	type want struct {
+		addr uint64
+		ok   bool
+	}
+	claimed := map[uint64]bool{}
+	wants := make([][]want, len(n.devs))
+	for di, d := range n.devs {
 		base, mapped := d.bar0()
-		for i, q := range d.queues {
+		wants[di] = make([]want, len(d.queues))
+		for i := range d.queues {
 			addr := virtio.NotifyAddress(base, i)
-			if q.registered && (!mapped || q.addr != addr) {
+			if mapped && !claimed[addr] && (d.owns == nil || d.owns(addr)) {
+				claimed[addr] = true
+				wants[di][i] = want{addr, true}
+			}
+		}
+	}
+	for di, d := range n.devs {
+		for i, q := range d.queues {
+			if w := wants[di][i]; q.registered && (!w.ok || q.addr != w.addr) {
 				n.deassignLocked(d, i, q)
 			}
-			if mapped && !q.registered {
-				err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: addr, Len: notifyLen, FD: int32(q.fd)})
-				if err != nil {
-					n.failedLocked(d, i, addr, err)
-					continue
-				}
-				q.addr, q.registered = addr, true
+		}
+	}
+	for di, d := range n.devs {
+		for i, q := range d.queues {
+			w := wants[di][i]
+			if !w.ok || q.registered {
+				continue
 			}
+			if err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: w.addr, Len: notifyLen, FD: int32(q.fd)}); err != nil {
+				n.failedLocked(d, i, w.addr, err)
+				continue
+			}
+			q.addr, q.registered = w.addr, true
 		}
 	}
 }

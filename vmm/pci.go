@@ -155,7 +155,7 @@ func (v *VM) setupPCI() error {
 		if d.slot, err = bus.Add(t); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
-		if err := notify.addTransport(d.name, t); err != nil {
+		if err := notify.addTransport(d.name, t, bus); err != nil {
 			return fmt.Errorf("%s: %w", d.name, err)
 		}
 		v.log.Debug("PCI device", "name", d.name, "slot", d.slot)

@@ -174,15 +174,7 @@ func TestPCIStateRoundTrip(t *testing.T) {
 			if tc.want != "" {
 				return
 			}
-			again, err := dst.savePCIState()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.EqualFunc(again, sections, func(a, b migrate.Section) bool {
-				return a.ID == b.ID && a.Version == b.Version && string(a.Data) == string(b.Data)
-			}) {
-				t.Fatal("restored state saves differently")
-			}
+			checkSavesSame(t, dst, sections)
 		})
 	}
 }
@@ -211,22 +203,16 @@ func TestMigrationDeviceList(t *testing.T) {
 		{"too many disks", `[` + strings.Repeat(`"virtio-blk",`, MaxDisks) + `"virtio-blk"]`, "[" + strings.Repeat(disk+",", MaxDisks) + disk + "]", false, "supports up to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			js := `{"memory_bytes":67108864,"cpus":1,"guest":"linux","cpuid":[]`
+			var extra string
 			if tc.devices != "" {
-				js += `,"devices":` + tc.devices
+				extra += `,"devices":` + tc.devices
 			}
 			if tc.disks != "" {
-				js += `,"disks":` + tc.disks
+				extra += `,"disks":` + tc.disks
 			}
-			mc, err := ParseMigrationConfig([]byte(js + "}"))
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error %v, want %q", err, tc.wantErr)
-				}
+			mc, ok := parseTestConfig(t, extra, tc.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var cfg Config
 			disks, err := incomingDisks(mc.Disks, nil)

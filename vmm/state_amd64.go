@@ -77,67 +77,70 @@ func (v *VM) probeMSRs() error {
 	return nil
 }
 
-// saveState returns the vCPU's complete state. Field order in the encoding
-// is the restore order (design notes): CPUID, MP state, REGS, SREGS, XSAVE,
-// XCRS, DEBUGREGS, LAPIC, MSRS, VCPU_EVENTS.
+// saveState returns the vCPU's complete state.
 func (c *vcpu) saveState(msrs []uint32) (migrate.Section, error) {
-	var e stateEncoder
-	cpuid := c.cpuid
-	e.put(uint32(len(cpuid.Entries)))
-	e.put(cpuid.Entries)
-	mp, err := c.kvm.GetMPState()
-	if err != nil {
+	st := &vcpuState{cpuid: *c.cpuid}
+	var err error
+	if st.mp, err = c.kvm.GetMPState(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d MP state: %w", c.id, err)
 	}
-	e.put(mp)
-	regs, err := c.kvm.GetRegs()
-	if err != nil {
+	if st.regs, err = c.kvm.GetRegs(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d regs: %w", c.id, err)
 	}
-	e.put(regs)
-	sregs, err := c.kvm.GetSregs()
-	if err != nil {
+	if st.sregs, err = c.kvm.GetSregs(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d sregs: %w", c.id, err)
 	}
-	e.put(sregs)
 	xsave, err := c.kvm.GetXSave()
 	if err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d xsave: %w", c.id, err)
 	}
-	e.put(xsave)
-	xcrs, err := c.kvm.GetXCRS()
-	if err != nil {
+	st.xsave = *xsave
+	if st.xcrs, err = c.kvm.GetXCRS(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d xcrs: %w", c.id, err)
 	}
-	e.put(xcrs)
-	dregs, err := c.kvm.GetDebugRegs()
-	if err != nil {
+	if st.dregs, err = c.kvm.GetDebugRegs(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d debug regs: %w", c.id, err)
 	}
-	e.put(dregs)
 	lapic, err := c.kvm.GetLAPIC()
 	if err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d lapic: %w", c.id, err)
 	}
-	e.put(lapic)
-	entries := make([]kvm.MSREntry, len(msrs))
+	st.lapic = *lapic
+	st.msrs = make([]kvm.MSREntry, len(msrs))
 	for i, idx := range msrs {
-		entries[i].Index = idx
+		st.msrs[i].Index = idx
 	}
-	for off := 0; off < len(entries); off += kvm.MaxMSREntries {
-		chunk := entries[off:min(off+kvm.MaxMSREntries, len(entries))]
+	for off := 0; off < len(st.msrs); off += kvm.MaxMSREntries {
+		chunk := st.msrs[off:min(off+kvm.MaxMSREntries, len(st.msrs))]
 		if n, err := c.kvm.GetMSRs(chunk); err != nil || n != len(chunk) {
 			return migrate.Section{}, fmt.Errorf("vCPU %d MSRs: read %d of %d: %v", c.id, n, len(chunk), err)
 		}
 	}
-	e.put(uint32(len(entries)))
-	e.put(entries)
-	events, err := c.kvm.GetVCPUEvents()
-	if err != nil {
+	if st.events, err = c.kvm.GetVCPUEvents(); err != nil {
 		return migrate.Section{}, fmt.Errorf("vCPU %d events: %w", c.id, err)
 	}
-	e.put(events)
-	return migrate.Section{ID: sectionVCPUPrefix + strconv.Itoa(c.id), Version: vcpuStateVersion, Data: e.bytes()}, nil
+	return migrate.Section{ID: sectionVCPUPrefix + strconv.Itoa(c.id), Version: vcpuStateVersion, Data: st.encode()}, nil
+}
+
+// encode returns the section data of st. Field order is the restore order
+// (design notes): CPUID, MP state, REGS, SREGS, XSAVE, XCRS, DEBUGREGS,
+// LAPIC, MSRS, VCPU_EVENTS; the CPUID entries and the MSRs are each
+// preceded by a u32 count.
+func (st *vcpuState) encode() []byte {
+	var e stateEncoder
+	e.put(uint32(len(st.cpuid.Entries)))
+	e.put(st.cpuid.Entries)
+	e.put(st.mp)
+	e.put(st.regs)
+	e.put(st.sregs)
+	e.put(&st.xsave)
+	e.put(st.xcrs)
+	e.put(st.dregs)
+	e.put(&st.lapic)
+	e.put(uint32(len(st.msrs)))
+	e.put(st.msrs)
+	e.put(st.events)
+	return e.bytes()
 }
 
 // vcpuState is a decoded, validated vCPU section.
@@ -233,31 +236,37 @@ func (c *vcpu) restoreState(st *vcpuState) error {
 // saveVMState returns the VM-wide KVM state: irqchip (PIC master, PIC
 // slave, IOAPIC), PIT and kvmclock.
 func (v *VM) saveVMState() ([]migrate.Section, error) {
-	var chips stateEncoder
-	for _, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
+	var st vmState
+	for i, id := range []uint32{kvm.IRQChipPICMaster, kvm.IRQChipPICSlave, kvm.IRQChipIOAPIC} {
 		c, err := v.vm.GetIRQChip(id)
 		if err != nil {
 			return nil, fmt.Errorf("saving irqchip %d: %w", id, err)
 		}
-		chips.put(c)
+		st.chips[i] = *c
 	}
 	pit, err := v.vm.GetPIT2()
 	if err != nil {
 		return nil, fmt.Errorf("saving PIT: %w", err)
 	}
-	var pe stateEncoder
-	pe.put(pit)
-	clock, err := v.vm.GetClock()
-	if err != nil {
+	st.pit = *pit
+	if st.clock, err = v.vm.GetClock(); err != nil {
 		return nil, fmt.Errorf("saving kvmclock: %w", err)
 	}
-	var ce stateEncoder
-	ce.put(clock)
+	return st.encode(), nil
+}
+
+// encode returns the sections of st: irqchip (the three chips in order),
+// PIT and clock, each the little-endian image of its kernel structures.
+func (st *vmState) encode() []migrate.Section {
+	var chips, pe, ce stateEncoder
+	chips.put(&st.chips)
+	pe.put(&st.pit)
+	ce.put(st.clock)
 	return []migrate.Section{
 		{ID: sectionIRQChip, Version: irqchipVersion, Data: chips.bytes()},
 		{ID: sectionPIT, Version: pitVersion, Data: pe.bytes()},
 		{ID: sectionClock, Version: clockVersion, Data: ce.bytes()},
-	}, nil
+	}
 }
 
 // vmState is decoded, validated VM-wide state.

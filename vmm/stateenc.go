@@ -1,78 +1,45 @@
 package vmm
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
+
+	"godwit/internal/binenc"
 )
 
 // errState wraps every rejection of saved state.
 var errState = errors.New("invalid saved state")
 
 // stateEncoder appends fixed-size little-endian values to a section.
-type stateEncoder struct{ buf bytes.Buffer }
+type stateEncoder struct{ buf []byte }
 
 // put appends v (a fixed-size value: a kernel ABI mirror or an integer).
-func (e *stateEncoder) put(v any) {
-	// binary.Write into a bytes.Buffer only fails for types that are not
-	// fixed-size, which is a programming error caught by the tests.
-	if err := binary.Write(&e.buf, binary.LittleEndian, v); err != nil {
-		panic(fmt.Sprintf("vmm: encoding %T: %v", v, err))
-	}
-}
+func (e *stateEncoder) put(v any) { e.buf = binenc.AppendFixed(e.buf, v) }
 
 // bytes returns the encoding.
-func (e *stateEncoder) bytes() []byte { return e.buf.Bytes() }
+func (e *stateEncoder) bytes() []byte { return e.buf }
 
-// stateDecoder reads what stateEncoder wrote, treating it as untrusted.
+// stateDecoder reads what stateEncoder wrote, treating it as untrusted,
+// and names the section in its errors.
 type stateDecoder struct {
-	r    *bytes.Reader
+	d    *binenc.Decoder
 	what string
-	err  error
 }
 
 func newStateDecoder(what string, b []byte) *stateDecoder {
-	return &stateDecoder{r: bytes.NewReader(b), what: what}
+	return &stateDecoder{d: binenc.NewDecoder(b), what: what}
 }
 
 // get reads v; after the first error it does nothing.
-func (d *stateDecoder) get(v any) {
-	if d.err != nil {
-		return
-	}
-	if binary.Size(v) > d.r.Len() {
-		d.err = fmt.Errorf("%w: %s: truncated (need %d more bytes, have %d)", errState, d.what, binary.Size(v), d.r.Len())
-		return
-	}
-	if err := binary.Read(d.r, binary.LittleEndian, v); err != nil {
-		d.err = fmt.Errorf("%w: %s: %v", errState, d.what, err)
-	}
-}
+func (d *stateDecoder) get(v any) { d.d.Fixed(v) }
 
 // count reads a uint32 count and checks it against max.
-func (d *stateDecoder) count(max int, of string) int {
-	var n uint32
-	d.get(&n)
-	if d.err == nil && int64(n) > int64(max) {
-		d.err = fmt.Errorf("%w: %s: %d %s, at most %d", errState, d.what, n, of, max)
-	}
-	if d.err != nil {
-		return 0
-	}
-	return int(n)
-}
+func (d *stateDecoder) count(max int, of string) int { return d.d.Count(max, of) }
 
 // finish reports the first error, or trailing bytes.
 func (d *stateDecoder) finish() error {
-	if d.err != nil {
-		return d.err
-	}
-	if d.r.Len() != 0 {
-		return fmt.Errorf("%w: %s: %d trailing bytes", errState, d.what, d.r.Len())
+	if err := d.d.Finish(); err != nil {
+		return fmt.Errorf("%w: %s: %w", errState, d.what, err)
 	}
 	return nil
 }
-
-var _ io.Reader = (*bytes.Reader)(nil)

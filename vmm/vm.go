@@ -13,6 +13,7 @@ import (
 
 	"godwit/devices"
 	"godwit/devices/pci"
+	"godwit/migrate/storage"
 	"godwit/test/guest"
 	"godwit/vmm/api"
 	"godwit/vmm/boot"
@@ -79,9 +80,10 @@ type VM struct {
 	stopOne     sync.Once
 	started     time.Time
 
-	exits exitCounters
-	out   outgoing
-	msrs  []uint32 // the MSRs that migrate, probed on the first SaveState
+	exits  exitCounters
+	out    outgoing
+	msrs   []uint32         // the MSRs that migrate, probed on the first SaveState
+	images []*storage.Image // an incoming storage migration's images (storagemig.go)
 }
 
 type exitCounters struct {

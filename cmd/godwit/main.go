@@ -34,6 +34,7 @@ func runApp(args []string) int {
 			migrateCommand(),
 			receiveCommand(),
 			pingpongCommand(),
+			benchCommand(),
 		},
 		OnUsageError: usageError,
 		// Repeatable flags take one value per use: --disk

@@ -24,6 +24,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 or none"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0 = no limit); the VM keeps running here"},
 			&cli.BoolFlag{Name: "auto-converge", Value: true, Usage: "throttle the vCPUs when rounds stop shrinking"},
+			&cli.BoolFlag{Name: "include-storage", Usage: "send every disk along with memory; the receiver creates new images (receive --storage-dir, --disk-map). Without it the disks are assumed shared: the receiver opens the same images"},
 			&cli.BoolFlag{Name: "json", Usage: "print the final statistics as JSON"},
 			&cli.StringFlag{Name: "trace", Usage: traceUsage},
 		}, channelFlags("the `NAME` the destination's certificate must carry (default: the host of --to)")...),
@@ -68,12 +69,13 @@ func runMigrate(c *cli.Context) error {
 	client := api.NewClient(sock)
 	ctx := c.Context
 	if _, err := client.Migrate(ctx, api.MigrateRequest{
-		To:           to,
-		DowntimeMS:   int64(c.Int("downtime-ms")),
-		Bandwidth:    int64(bw),
-		Compress:     c.String("compress"),
-		TimeoutMS:    c.Duration("timeout").Milliseconds(),
-		AutoConverge: &auto,
+		To:             to,
+		DowntimeMS:     int64(c.Int("downtime-ms")),
+		Bandwidth:      int64(bw),
+		Compress:       c.String("compress"),
+		TimeoutMS:      c.Duration("timeout").Milliseconds(),
+		AutoConverge:   &auto,
+		IncludeStorage: c.Bool("include-storage"),
 
 		PSKFile:     channel.PSKFile,
 		TLSCert:     channel.CertFile,
@@ -129,8 +131,12 @@ func showProgress(info api.MigrationInfo) {
 		return
 	}
 	pr := p.Progress
-	fmt.Fprintf(os.Stderr, "\r\033[Kround %d  remaining %d/%d pages  %.0f Mbit/s  sent %s  throttle %d%%",
-		pr.Round, pr.RemainingPages, pr.TotalPages, pr.Mbps, formatSize(pr.TransferredBytes), pr.ThrottlePct)
+	disk := ""
+	if pr.DiskTotalBytes > 0 {
+		disk = fmt.Sprintf("  disk %d blocks left, %s sent", pr.DiskRemainingBlocks, formatSize(pr.DiskTransferredBytes))
+	}
+	fmt.Fprintf(os.Stderr, "\r\033[Kround %d  remaining %d/%d pages%s  %.0f Mbit/s  sent %s  throttle %d%%",
+		pr.Round, pr.RemainingPages, pr.TotalPages, disk, pr.Mbps, formatSize(pr.TransferredBytes), pr.ThrottlePct)
 }
 
 // printStats prints the final statistics for a person.

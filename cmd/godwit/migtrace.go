@@ -175,9 +175,13 @@ func printBreakdown(w io.Writer, b *migrate.DowntimeBreakdown) {
 	if b == nil {
 		return
 	}
-	fp := b.FinalPages
-	fmt.Fprintf(w, "stop-and-copy: pause %.2f ms, final sync %.2f ms (dirty log %.2f ms, %d pages, %s), state save %.2f ms (%s), transfer %.2f ms\n",
-		b.PauseMs, b.FinalSyncMs, b.DirtyLogMs, fp.Normal+fp.Zero+fp.Compressed, formatSize(b.FinalBytes),
+	fp, fd := b.FinalPages, b.FinalDiskBlocks
+	blocks := ""
+	if n := fd.Normal + fd.Zero + fd.Compressed; n > 0 {
+		blocks = fmt.Sprintf(", %d disk blocks", n)
+	}
+	fmt.Fprintf(w, "stop-and-copy: pause %.2f ms, final sync %.2f ms (dirty log %.2f ms, %d pages%s, %s), state save %.2f ms (%s), transfer %.2f ms\n",
+		b.PauseMs, b.FinalSyncMs, b.DirtyLogMs, fp.Normal+fp.Zero+fp.Compressed, blocks, formatSize(b.FinalBytes),
 		b.StateSaveMs, formatSize(b.StateBytes), b.TransferMs)
 	fmt.Fprintf(w, "               destination restore %.2f ms, resume %.2f ms, other %.2f ms; ack round trip %.2f ms\n",
 		b.DestRestoreMs, b.DestResumeMs, b.DestOtherMs, b.AckRoundTripMs)
@@ -243,6 +247,9 @@ func ctlStats(c *cli.Context) error {
 			pr := p.Progress
 			fmt.Fprintf(w, "progress:     round %d, %d of %d pages left, %s sent, throttle %d%%, expected downtime %.1f ms\n",
 				pr.Round, pr.RemainingPages, pr.TotalPages, formatSize(pr.TransferredBytes), pr.ThrottlePct, ms(pr.ExpectedDowntime))
+			if pr.DiskTotalBytes > 0 {
+				fmt.Fprintf(w, "disks:        %d blocks left, %s of disk blocks sent\n", pr.DiskRemainingBlocks, formatSize(pr.DiskTransferredBytes))
+			}
 		}
 	} else if len(info.Stats) > 0 {
 		var s migrate.Stats
@@ -263,6 +270,11 @@ func writeStats(w io.Writer, s migrate.Stats) {
 	fmt.Fprintf(w, "transferred:  %s (%.0f Mbit/s)\n", formatSize(s.TransferredBytes), s.Mbps)
 	fmt.Fprintf(w, "pages:        normal %d, zero %d, compressed %d\n", s.Pages.Normal, s.Pages.Zero, s.Pages.Compressed)
 	fmt.Fprintf(w, "dirty rate:   %.0f pages/s, throttle %d%%\n", s.DirtyPagesRate, s.ThrottlePct)
+	if s.Storage {
+		fmt.Fprintf(w, "disks:        %s, %s sent in %d rounds; blocks normal %d, zero %d, compressed %d; written %.0f blocks/s\n",
+			formatSize(s.DiskTotalBytes), formatSize(s.DiskTransferredBytes), s.DiskRounds,
+			s.DiskBlocks.Normal, s.DiskBlocks.Zero, s.DiskBlocks.Compressed, s.DiskDirtyBlocksRate)
+	}
 	printBreakdown(w, s.StopAndCopy)
 }
 

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"godwit/migrate/pingpong"
+	"godwit/vmm"
 	"godwit/vmm/api"
 )
 
@@ -23,6 +25,8 @@ func pingpongCommand() *cli.Command {
 		&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 or none"},
 		&cli.DurationFlag{Name: "timeout", Value: 5 * time.Minute, Usage: "limit for each step (boot, hop, check)"},
 		&cli.BoolFlag{Name: "console", Usage: "echo the guest console, prefixed with the instance name, to stderr"},
+		&cli.BoolFlag{Name: "include-storage", Usage: "move the disks with the VM on every hop (migrate --include-storage), back and forth between two directories"},
+		&cli.StringSliceFlag{Name: "storage-dir", Usage: "with --include-storage: the two directories the disks move between, given twice (default: two temporary ones); stale copies are deleted, the first instance's images kept"},
 	}
 	flags = append(flags, channelFlags("the `NAME` the certificates must carry, checked both ways (default: the destination's address, 127.0.0.1, on the source side only); every instance uses the same --tls-cert")...)
 	// The VM flags of `godwit run`, passed on to the first instance.
@@ -42,6 +46,51 @@ func pingpongCommand() *cli.Command {
 		Flags:     flags,
 		Action:    runPingpong,
 	}
+}
+
+// pingpongStorage returns the storage of a `pingpong --include-storage`
+// run: the two directories (--storage-dir twice, or two under tmp) and
+// the base names of the --disk images. Nil without --include-storage.
+func pingpongStorage(c *cli.Context, tmp string) (*pingpong.Storage, error) {
+	dirs := c.StringSlice("storage-dir")
+	if !c.Bool("include-storage") {
+		if len(dirs) > 0 {
+			return nil, cli.Exit("--storage-dir needs --include-storage", 2)
+		}
+		return nil, nil
+	}
+	s := &pingpong.Storage{}
+	switch len(dirs) {
+	case 0:
+		for i, side := range []string{"storage-a", "storage-b"} {
+			s.Dirs[i] = filepath.Join(tmp, side)
+			if err := os.Mkdir(s.Dirs[i], 0o700); err != nil {
+				return nil, cli.Exit(err.Error(), 1)
+			}
+		}
+	case 2:
+		for i, d := range dirs {
+			if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+				return nil, cli.Exit(fmt.Sprintf("--storage-dir %q: not a directory", d), 2)
+			}
+			s.Dirs[i] = d
+		}
+		a, errA := filepath.Abs(dirs[0])
+		b, errB := filepath.Abs(dirs[1])
+		if errA != nil || errB != nil || a == b {
+			return nil, cli.Exit("--storage-dir: give two different directories", 2)
+		}
+	default:
+		return nil, cli.Exit("--storage-dir: give it twice, one directory for each side", 2)
+	}
+	for _, f := range c.StringSlice("disk") {
+		d, err := vmm.ParseDisk(f)
+		if err != nil {
+			return nil, cli.Exit(err.Error(), 2)
+		}
+		s.Images = append(s.Images, filepath.Base(d.Path))
+	}
+	return s, nil
 }
 
 // pingpongReport is the JSON report of `godwit pingpong`.
@@ -116,6 +165,9 @@ func runPingpong(c *cli.Context) error {
 	}
 	if c.Bool("console") {
 		o.Console = os.Stderr
+	}
+	if o.Storage, err = pingpongStorage(c, dir); err != nil {
+		return err
 	}
 	requestChannel(&o.Migrate, channel)
 	o.ReceiveArgs = append(o.ReceiveArgs, receiveChannelArgs(channel)...)

@@ -26,7 +26,9 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "api-sock", Usage: "unix socket for the control API of the received VM"},
 			&cli.StringFlag{Name: "serial", Value: "stdio", Usage: "COM1: stdio, file=PATH or none"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: 30 * time.Second, Usage: "fail when the source sends nothing for this long"},
-			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk image OLD (the path its --disk gave) as NEW here; unmapped images are opened at the source's path (repeatable)"},
+			&cli.StringSliceFlag{Name: "disk-map", Usage: "OLD=NEW: open the source's disk image OLD (the path its --disk gave) as NEW here; unmapped images are opened at the source's path; when the source sends its disks (migrate --include-storage), create NEW from the stream (repeatable)"},
+			&cli.StringFlag{Name: "storage-dir", Usage: "when the source sends its disks (migrate --include-storage), create their images in `DIR`, named after the source's images (--disk-map entries go where they say)"},
+			&cli.BoolFlag{Name: "overwrite", Usage: "let a storage migration replace existing image files"},
 			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's network device on tap OLD to tap NEW here (created when absent); unmapped devices use a tap of the source's name (repeatable)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		}, channelFlags("accept only a source whose certificate carries `NAME` (DNS, IP, URI or e-mail SAN, or subject CN; default: any certificate the CA signed)")...),
@@ -59,6 +61,11 @@ func runReceive(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
+	if dir := c.String("storage-dir"); dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return cli.Exit(fmt.Sprintf("--storage-dir %q: not a directory", dir), 2)
+		}
+	}
 	serial, err := vmm.ParseSerial(c.String("serial"))
 	if err != nil {
 		return cli.Exit(err.Error(), 2)
@@ -87,7 +94,10 @@ func runReceive(c *cli.Context) error {
 	defer stop()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	conn, err := ln.Accept()
-	ln.Close() // one incoming VM per receiver
+	// One incoming VM per receiver: while this one arrives, other sources
+	// are refused with a reason, not queued (busy.go); then nobody listens.
+	stopRefusing := refuseWhileBusy(ln, conn, channel, c.Duration("idle-timeout"), log)
+	defer stopRefusing()
 	if err != nil {
 		return cli.Exit("waiting for the source: "+err.Error(), 1)
 	}
@@ -96,7 +106,8 @@ func runReceive(c *cli.Context) error {
 	if conn, err = acceptChannel(ctx, conn, channel, c.Duration("idle-timeout"), log); err != nil {
 		return cli.Exit("refused the migrating peer: "+err.Error(), 1)
 	}
-	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap, TapMap: tapMap}
+	local := vmm.Config{Serial: serial, APISocket: c.String("api-sock"), Log: log, DiskMap: diskMap, TapMap: tapMap,
+		StorageDir: c.String("storage-dir"), Overwrite: c.Bool("overwrite")}
 	// An incoming VM's RAM is a fresh memfd: zero until the stream writes
 	// it (NewIncoming loads no guest and no device writes RAM before the
 	// VM runs), so zero pages need no work (ReceiveOptions.AssumeZeroed).
@@ -110,11 +121,12 @@ func runReceive(c *cli.Context) error {
 		return v, nil
 	}
 	_, dstats, err := migrate.Receive(ctx, fault.wrap(conn, log), factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout"), AssumeZeroed: true})
+	stopRefusing()
 	if err != nil {
 		return cli.Exit("receiving the VM failed: "+err.Error(), 1)
 	}
 	defer vm.Close()
-	log.Info("VM received and running", "restore_ms", dstats.RestoreMs, "start_ms", dstats.StartMs)
+	log.Info("VM received and running", "restore_ms", dstats.RestoreMs, "start_ms", dstats.StartMs, "storage", dstats.Storage, "disk_commit_ms", dstats.DiskCommitMs)
 	r := vm.Wait(ctx)
 	if !r.Clean {
 		vm.Close()

@@ -29,13 +29,15 @@ import (
 //	iterative      the first PAGE_BATCH of a later round arrives (the
 //	               final round, sent while the source is paused, looks the
 //	               same here: a test keeps the source iterating)
+//	disk-copy      the first DISK_BATCH arrives (a storage migration:
+//	               the destination has created its images)
 //	stop-and-copy  the first STATE frame arrives: the source is paused
 //	before-ack     the VM is restored and started here and RESUMED is
 //	               about to be sent
 const testFaultEnv = "GODWIT_TEST_FAULT"
 
 // faultPhases are the phases testFaultEnv knows.
-var faultPhases = []string{"round0", "iterative", "stop-and-copy", "before-ack"}
+var faultPhases = []string{"round0", "iterative", "disk-copy", "stop-and-copy", "before-ack"}
 
 // testFault is a parsed testFaultEnv; nil when it is unset.
 type testFault struct {
@@ -111,6 +113,8 @@ func (c *faultConn) Read(p []byte) (int, error) {
 			} else {
 				c.phase("iterative")
 			}
+		case migrate.FrameDiskBatch:
+			c.phase("disk-copy")
 		case migrate.FrameState:
 			c.phase("stop-and-copy")
 		}

@@ -54,7 +54,8 @@ func TestFaultConnPhases(t *testing.T) {
 		frame(migrate.FrameMemoryBegin, 0, []byte{byte(round), 0, 0, 0})
 		frame(migrate.FramePageBatch, 0, make([]byte, 300))
 		frame(migrate.FramePageBatch, 0, make([]byte, 7))
-		frame(migrate.FrameRoundEnd, 0, make([]byte, 20))
+		frame(migrate.FrameDiskBatch, 0, make([]byte, 30))
+		frame(migrate.FrameRoundEnd, 0, make([]byte, 28))
 	}
 	frame(migrate.FrameState, 1, make([]byte, 100))
 	frame(migrate.FrameState, 0, make([]byte, 3))
@@ -97,7 +98,7 @@ func TestFaultConnPhases(t *testing.T) {
 			phases = append(phases, strings.TrimSuffix(p, `"`))
 		}
 	}
-	if want := "round0 iterative stop-and-copy before-ack"; strings.Join(phases, " ") != want {
+	if want := "round0 disk-copy iterative stop-and-copy before-ack"; strings.Join(phases, " ") != want {
 		t.Errorf("phases %q, want %q; log:\n%s", phases, want, logs.String())
 	}
 }

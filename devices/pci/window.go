@@ -52,6 +52,14 @@ func (b *Bus) lookup(addr, n uint64) (barDecode, bool) {
 	return barDecode{}, false
 }
 
+// FunctionAt returns the function the MMIO window routes an access of n
+// bytes at addr to now (where BARs overlap, the one in the lowest slot),
+// or false when no BAR holds it entirely.
+func (b *Bus) FunctionAt(addr, n uint64) (Function, bool) {
+	e, ok := b.lookup(addr, n)
+	return e.fn, ok
+}
+
 // mmioWindow is the MMIO bus device covering the BAR window.
 type mmioWindow struct{ b *Bus }
 

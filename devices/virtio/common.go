@@ -222,8 +222,11 @@ func (t *Transport) writeStatus(v uint8) {
 		t.resetLocked()
 		return
 	}
-	v &^= StatusDeviceNeedsReset // device-owned bit
-	v |= t.status                // the driver cannot clear bits except by reset
+	// Only the driver's bits are kept: DEVICE_NEEDS_RESET is the
+	// device's, and bits §2.1 does not define are ignored (kept, they
+	// would make the state unsavable: RestoreState refuses them).
+	v &= driverStatusBits
+	v |= t.status // the driver cannot clear bits except by reset
 	added := v &^ t.status
 	if added&StatusFeaturesOK != 0 && t.acked&FeatureVersion1 == 0 {
 		// §3.1.1 step 5-6: the device refuses, FEATURES_OK reads 0.

@@ -8,6 +8,10 @@ const (
 	StatusFeaturesOK       = 8
 	StatusDeviceNeedsReset = 64
 	StatusFailed           = 128
+
+	// driverStatusBits are the bits a driver sets; the rest are the
+	// device's (DEVICE_NEEDS_RESET) or reserved.
+	driverStatusBits = StatusAcknowledge | StatusDriver | StatusDriverOK | StatusFeaturesOK | StatusFailed
 )
 
 // Reserved feature bits the transport offers (virtio 1.2 §6).

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"godwit/devices"
+	"godwit/internal/binenc"
 )
 
 // TransportStateVersion is the version of the TransportState encoding.
@@ -69,8 +69,8 @@ const queueStateSize = 38
 func (s *TransportState) MarshalBinary() ([]byte, error) {
 	le := binary.LittleEndian
 	b := le.AppendUint16(nil, TransportStateVersion)
-	b = appendBlob(b, s.PCIConfig)
-	b = appendBlob(b, s.MSIX)
+	b = binenc.AppendBlob(b, s.PCIConfig)
+	b = binenc.AppendBlob(b, s.MSIX)
 	b = le.AppendUint32(b, s.DeviceFeatureSelect)
 	b = le.AppendUint32(b, s.DriverFeatureSelect)
 	b = le.AppendUint64(b, s.DriverFeatures)
@@ -104,121 +104,56 @@ func (s *TransportState) MarshalBinary() ([]byte, error) {
 		b = le.AppendUint16(b, q.Signalled)
 		b = le.AppendUint16(b, 0)
 	}
-	b = appendBlob(b, s.DeviceConfig)
+	b = binenc.AppendBlob(b, s.DeviceConfig)
 	return b, nil
-}
-
-func appendBlob(b, blob []byte) []byte {
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(blob)))
-	return append(b, blob...)
-}
-
-// decoder reads a state encoding with bounds checks; the first failure
-// sticks.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) take(n int) []byte {
-	if d.err != nil {
-		return nil
-	}
-	if n < 0 || n > len(d.b) {
-		d.err = fmt.Errorf("virtio state: %w: truncated", devices.ErrInvalidState)
-		return nil
-	}
-	p := d.b[:n:n]
-	d.b = d.b[n:]
-	return p
-}
-
-func (d *decoder) u8() uint8 {
-	if p := d.take(1); p != nil {
-		return p[0]
-	}
-	return 0
-}
-
-func (d *decoder) u16() uint16 {
-	if p := d.take(2); p != nil {
-		return binary.LittleEndian.Uint16(p)
-	}
-	return 0
-}
-
-func (d *decoder) u32() uint32 {
-	if p := d.take(4); p != nil {
-		return binary.LittleEndian.Uint32(p)
-	}
-	return 0
-}
-
-func (d *decoder) u64() uint64 {
-	if p := d.take(8); p != nil {
-		return binary.LittleEndian.Uint64(p)
-	}
-	return 0
-}
-
-func (d *decoder) blob() []byte {
-	n := d.u32()
-	if d.err == nil && n > maxBlob {
-		d.err = fmt.Errorf("virtio state: %w: blob of %d bytes", devices.ErrInvalidState, n)
-		return nil
-	}
-	return append([]byte(nil), d.take(int(n))...)
 }
 
 // UnmarshalBinary decodes b: the structure only (version, lengths, flag
 // bits). Whether the values fit a given device is checked by
 // Transport.RestoreState.
 func (s *TransportState) UnmarshalBinary(b []byte) error {
-	d := &decoder{b: b}
-	if v := d.u16(); d.err == nil && v != TransportStateVersion {
-		return fmt.Errorf("virtio state: %w: version %d, want %d", devices.ErrInvalidState, v, TransportStateVersion)
+	d := binenc.NewDecoder(b)
+	if v := d.U16(); d.Err() == nil && v != TransportStateVersion {
+		return invalid("version %d, want %d", v, TransportStateVersion)
 	}
 	var n TransportState
-	n.PCIConfig = d.blob()
-	n.MSIX = d.blob()
-	n.DeviceFeatureSelect = d.u32()
-	n.DriverFeatureSelect = d.u32()
-	n.DriverFeatures = d.u64()
-	n.Status = d.u8()
-	flags := d.u8()
-	n.ConfigGeneration = d.u8()
-	n.ISR = d.u8()
-	n.QueueSelect = d.u16()
-	n.ConfigVector = d.u16()
-	nq := int(d.u16())
-	if d.err == nil && nq > maxQueueCount {
-		return fmt.Errorf("virtio state: %w: %d queues", devices.ErrInvalidState, nq)
+	n.PCIConfig = d.Blob(maxBlob)
+	n.MSIX = d.Blob(maxBlob)
+	n.DeviceFeatureSelect = d.U32()
+	n.DriverFeatureSelect = d.U32()
+	n.DriverFeatures = d.U64()
+	n.Status = d.U8()
+	flags := d.U8()
+	n.ConfigGeneration = d.U8()
+	n.ISR = d.U8()
+	n.QueueSelect = d.U16()
+	n.ConfigVector = d.U16()
+	nq := int(d.U16())
+	if d.Err() == nil && nq > maxQueueCount {
+		return invalid("%d queues", nq)
 	}
-	if d.err == nil && flags&^1 != 0 {
-		return fmt.Errorf("virtio state: %w: flags %#x", devices.ErrInvalidState, flags)
+	if d.Err() == nil && flags&^1 != 0 {
+		return invalid("flags %#x", flags)
 	}
 	n.NeedsReset = flags&1 != 0
-	for i := 0; i < nq && d.err == nil; i++ {
+	for i := 0; i < nq && d.Err() == nil; i++ {
 		var q QueueState
-		q.Size = d.u16()
-		qf := d.u8()
-		pad := d.u8()
-		q.Vector = d.u16()
-		q.Desc, q.Driver, q.Device = d.u64(), d.u64(), d.u64()
-		q.LastAvail, q.UsedIdx, q.Signalled = d.u16(), d.u16(), d.u16()
-		pad2 := d.u16()
-		if d.err == nil && (qf&^3 != 0 || pad != 0 || pad2 != 0) {
-			return fmt.Errorf("virtio state: %w: queue %d flags %#x", devices.ErrInvalidState, i, qf)
+		q.Size = d.U16()
+		qf := d.U8()
+		pad := d.U8()
+		q.Vector = d.U16()
+		q.Desc, q.Driver, q.Device = d.U64(), d.U64(), d.U64()
+		q.LastAvail, q.UsedIdx, q.Signalled = d.U16(), d.U16(), d.U16()
+		pad2 := d.U16()
+		if d.Err() == nil && (qf&^3 != 0 || pad != 0 || pad2 != 0) {
+			return invalid("queue %d flags %#x", i, qf)
 		}
 		q.Ready, q.Broken = qf&1 != 0, qf&2 != 0
 		n.Queues = append(n.Queues, q)
 	}
-	n.DeviceConfig = d.blob()
-	if d.err != nil {
-		return d.err
-	}
-	if len(d.b) != 0 {
-		return fmt.Errorf("virtio state: %w: %d trailing bytes", devices.ErrInvalidState, len(d.b))
+	n.DeviceConfig = d.Blob(maxBlob)
+	if err := d.Finish(); err != nil {
+		return invalid("%v", err)
 	}
 	*s = n
 	return nil

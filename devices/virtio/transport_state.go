@@ -70,8 +70,7 @@ func (t *Transport) checkState(s *TransportState) error {
 	if s.DriverFeatures&^t.offered != 0 {
 		return invalid("acked features %#x not offered (offered %#x)", s.DriverFeatures, t.offered)
 	}
-	const statusBits = StatusAcknowledge | StatusDriver | StatusDriverOK | StatusFeaturesOK | StatusFailed
-	if s.Status&^statusBits != 0 {
+	if s.Status&^driverStatusBits != 0 {
 		return invalid("device status %#x", s.Status)
 	}
 	if s.Status&StatusFeaturesOK != 0 && s.DriverFeatures&FeatureVersion1 == 0 {
@@ -137,14 +136,28 @@ func (t *Transport) RestoreState(b []byte) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.stopWorkerLocked()
+	// The device's own state is validated by RestoreConfigState itself,
+	// after the Reset an active device needs: keep what it had, to put
+	// back if the new state is refused, so that a refusal changes
+	// nothing (a Reset alone would drop, e.g., a NIC's backlog).
+	prior, err := t.dev.SaveConfigState()
+	if err != nil {
+		t.startWorkerLocked()
+		return fmt.Errorf("virtio device state: %w", err)
+	}
 	wasActive := t.activated
 	if wasActive {
 		t.dev.Reset()
 		t.activated = false
 	}
 	if err := t.dev.RestoreConfigState(s.DeviceConfig); err != nil {
+		if rerr := t.dev.RestoreConfigState(prior); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("putting the device's own state back: %w", rerr))
+		}
 		if wasActive {
 			t.activateLocked()
+		} else {
+			t.startWorkerLocked()
 		}
 		if !errors.Is(err, devices.ErrInvalidState) {
 			err = fmt.Errorf("virtio device state: %w: %w", devices.ErrInvalidState, err)

@@ -1,7 +1,10 @@
 // Package migratetest provides a fake VM for testing the migration engine
 // and its users without KVM: VM implements migrate.Source over guest RAM
 // from memory.New, with a deterministic guest that dirties pages when told
-// to, and Factory builds Targets that record what they receive.
+// to, and fake disks over sparse image files whose guest writes the tests
+// control (VM.WithStorage sends them along, a storage migration); Factory
+// builds Targets that record what they receive and create the images of
+// a storage migration as godwit receive does (package migrate/storage).
 package migratetest
 
 import (
@@ -15,6 +18,7 @@ import (
 	"sync"
 
 	"godwit/migrate"
+	"godwit/migrate/storage"
 	"godwit/vmm/memory"
 )
 
@@ -24,6 +28,11 @@ type Config struct {
 	MemoryBytes uint64 `json:"memory_bytes"`
 	// VCPUs is the vCPU count (only validated).
 	VCPUs int `json:"vcpus"`
+	// Disks are the VM's disks, in order.
+	Disks []DiskConfig `json:"disks,omitempty"`
+	// Storage says the disks' contents travel in the migration: the
+	// destination creates new images.
+	Storage bool `json:"storage,omitempty"`
 }
 
 // Op names a VM operation, for fault injection and counters.
@@ -40,6 +49,8 @@ const (
 	OpSaveState     Op = "SaveState"
 	OpRestoreState  Op = "RestoreState"
 	OpStart         Op = "Start"
+	OpDiskRead      Op = "DiskRead"
+	OpTakeWritten   Op = "TakeWritten"
 )
 
 // VM is a fake source VM. Its "guest" writes RAM only when Tick is called
@@ -55,6 +66,10 @@ type VM struct {
 	// first Tick that many pages: a guest whose dirtying is tied to
 	// migration rounds, for deterministic convergence tests.
 	DirtyPerRound int
+	// DiskWritesPerRound, when positive, makes every FetchDirty of region
+	// 0 also let the guest write that many 4 KiB chunks of every disk
+	// (Disk.TickDisk).
+	DiskWritesPerRound int
 	// DirtySchedule, if set, replaces DirtyPerRound: the n-th FetchDirty
 	// of region 0 (n from 0) first Ticks DirtySchedule(n) pages, so a
 	// test can script how the dirty set evolves round by round.
@@ -82,6 +97,7 @@ type VM struct {
 	ticks    uint64
 	fetches  int // FetchDirty calls of region 0
 	calls    map[Op]int
+	disks    []*Disk
 }
 
 // New creates a fake VM with size bytes of RAM filled with a deterministic
@@ -141,8 +157,14 @@ func Fill(mem *memory.Memory, seed uint64) {
 // Memory implements migrate.Source.
 func (v *VM) Memory() *memory.Memory { return v.mem }
 
-// Close releases guest RAM.
-func (v *VM) Close() error { return v.mem.Close() }
+// Close releases guest RAM and closes the disks' images.
+func (v *VM) Close() error {
+	errs := []error{v.mem.Close()}
+	for _, d := range v.Disks() {
+		errs = append(errs, d.Close())
+	}
+	return errors.Join(errs...)
+}
 
 func (v *VM) enter(op Op) error {
 	v.mu.Lock()
@@ -164,11 +186,32 @@ func (v *VM) Calls(op Op) int {
 }
 
 // Config implements migrate.Source.
-func (v *VM) Config() ([]byte, error) {
+func (v *VM) Config() ([]byte, error) { return v.config(false) }
+
+// config returns the configuration, for a storage migration when storage
+// is set.
+func (v *VM) config(storageIncluded bool) ([]byte, error) {
 	if err := v.enter(OpConfig); err != nil {
 		return nil, err
 	}
-	return json.Marshal(v.cfg)
+	c := v.cfg
+	c.Storage = storageIncluded
+	for _, d := range v.Disks() {
+		dc := DiskConfig{Path: d.path, Size: d.size}
+		if storageIncluded {
+			src, err := storage.OpenSource(d.path, d.size)
+			if err != nil {
+				return nil, err
+			}
+			dc.Allocated, err = src.AllocatedBytes()
+			src.Close()
+			if err != nil {
+				return nil, err
+			}
+		}
+		c.Disks = append(c.Disks, dc)
+	}
+	return json.Marshal(c)
 }
 
 // Tick lets the guest write n pages (fewer when throttled: n×(100-pct)/100),
@@ -263,6 +306,13 @@ func (v *VM) FetchDirty(i int, dst []uint64) error {
 			v.Tick(v.DirtySchedule(n))
 		case v.DirtyPerRound > 0:
 			v.Tick(v.DirtyPerRound)
+		}
+		if v.DiskWritesPerRound > 0 {
+			for _, d := range v.Disks() {
+				if _, err := d.TickDisk(v.DiskWritesPerRound); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	v.mu.Lock()
@@ -383,6 +433,16 @@ type Factory struct {
 	// Only clean targets are zero-filled, so only they may be received
 	// with migrate.ReceiveOptions.AssumeZeroed.
 	CleanTargets bool
+	// StorageDir is where a storage migration's images are created,
+	// as godwit receive --storage-dir (storage.PlaceOptions.Dir). A
+	// factory with a StorageDir refuses a migration without storage.
+	StorageDir string
+	// DiskMap places images by source path, as --disk-map.
+	DiskMap map[string]string
+	// Overwrite lets images replace existing files, as --overwrite.
+	Overwrite bool
+	// FreeSpace, if set, replaces statfs in the space check.
+	FreeSpace func(dir string) (uint64, error)
 
 	mu      sync.Mutex
 	targets []*Target
@@ -402,15 +462,35 @@ func (f *Factory) New(config []byte) (migrate.Target, error) {
 	if c.VCPUs < 1 || (f.MaxVCPUs > 0 && c.VCPUs > f.MaxVCPUs) {
 		return nil, fmt.Errorf("VM has %d vCPUs, this host supports 1 to %d", c.VCPUs, f.MaxVCPUs)
 	}
+	var images []*storage.Image
+	switch {
+	case c.Storage:
+		var wants []storage.Want
+		var sizes []uint64
+		for _, d := range c.Disks {
+			wants = append(wants, storage.Want{Source: d.Path, Size: d.Size, Allocated: d.Allocated})
+			sizes = append(sizes, d.Size)
+		}
+		paths, err := storage.Place(wants, storage.PlaceOptions{Dir: f.StorageDir, Map: f.DiskMap, Overwrite: f.Overwrite, FreeSpace: f.FreeSpace})
+		if err != nil {
+			return nil, err
+		}
+		if images, err = storage.CreateAll(paths, sizes, f.Overwrite); err != nil {
+			return nil, err
+		}
+	case f.StorageDir != "":
+		return nil, errors.New("a storage directory is set, but the source does not send its disks")
+	}
 	mem, err := memory.New(c.MemoryBytes)
 	if err != nil {
+		storage.RemoveAll(images)
 		return nil, err
 	}
 	if !f.CleanTargets {
 		// Reused memory: the engine must clear pages sent as zero.
 		Fill(mem, 99)
 	}
-	t := &Target{f: f, mem: mem, Config: c}
+	t := &Target{f: f, mem: mem, Config: c, images: images}
 	f.mu.Lock()
 	f.targets = append(f.targets, t)
 	f.mu.Unlock()
@@ -431,6 +511,7 @@ type Target struct {
 
 	f         *Factory
 	mem       *memory.Memory
+	images    []*storage.Image
 	mu        sync.Mutex
 	sections  []migrate.Section
 	started   bool
@@ -472,16 +553,44 @@ func (t *Target) Start(ctx context.Context) error {
 	return nil
 }
 
-// Discard implements migrate.Target. It keeps the RAM for inspection;
+// Discard implements migrate.Target: it removes the images it was
+// receiving (as godwit receive does) and keeps the RAM for inspection;
 // Close releases it.
 func (t *Target) Discard() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.discarded = true
+	storage.RemoveAll(t.images)
 }
 
-// Close releases the target's RAM.
-func (t *Target) Close() error { return t.mem.Close() }
+// Close releases the target's RAM and closes its images (which stay).
+func (t *Target) Close() error {
+	errs := []error{t.mem.Close()}
+	for _, m := range t.images {
+		errs = append(errs, m.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// TargetDisks implements migrate.StorageTarget: the images of a storage
+// migration, none otherwise.
+func (t *Target) TargetDisks() []migrate.TargetDisk {
+	var out []migrate.TargetDisk
+	for _, m := range t.images {
+		out = append(out, m)
+	}
+	return out
+}
+
+// DiskPaths returns where the target's images are now (temporary names
+// until the engine commits them).
+func (t *Target) DiskPaths() []string {
+	var out []string
+	for _, m := range t.images {
+		out = append(out, m.Path())
+	}
+	return out
+}
 
 // Sections returns the restored state.
 func (t *Target) Sections() []migrate.Section {

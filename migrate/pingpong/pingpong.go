@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -50,6 +51,38 @@ type Options struct {
 	Console io.Writer
 	// Log, when set, receives the instances' warnings and errors.
 	Log io.Writer
+	// Storage, when set, moves the VM's disks with it on every hop.
+	Storage *Storage
+}
+
+// Storage moves a VM's disks with it (`migrate --include-storage`): hop
+// n's receiver creates the images in Dirs[(n-1)%2] (`receive
+// --storage-dir`), so they go back and forth between the two directories.
+// Once hop n's source has exited, the images it used are stale copies:
+// from hop 2 on they are deleted (they are in the directory the next hop
+// receives into); the first instance's images, the caller's, are kept.
+type Storage struct {
+	// Dirs are the two directories.
+	Dirs [2]string
+	// Images are the base names of the VM's images, which the receivers
+	// keep.
+	Images []string
+}
+
+// dir returns the directory hop n receives into.
+func (s *Storage) dir(n int) string { return s.Dirs[(n-1)%2] }
+
+// removeStale deletes the images hop n's source used, once it exited.
+func (s *Storage) removeStale(n int) error {
+	if n < 2 {
+		return nil
+	}
+	for _, name := range s.Images {
+		if err := os.Remove(filepath.Join(s.dir(n-1), name)); err != nil {
+			return fmt.Errorf("removing the stale image of hop %d: %w", n-1, err)
+		}
+	}
+	return nil
 }
 
 // Hop is the result of one migration.
@@ -61,6 +94,9 @@ type Hop struct {
 	To   string `json:"to"`
 	// Stats are the source's statistics of the migration.
 	Stats migrate.Stats `json:"stats"`
+	// Rounds are the source's round records of the migration (the most
+	// recent ones it kept); not in the JSON report.
+	Rounds []migrate.RoundRecord `json:"-"`
 }
 
 // Instance is one godwit process of a ping-pong run.
@@ -90,9 +126,11 @@ func (in *Instance) exitError(err error, before string) error {
 	return fmt.Errorf("%s exited (%v) before %s; its last log lines:\n%s", in.Name, err, before, strings.Join(in.lastLog, "\n"))
 }
 
-// start runs godwit with args plus --api-sock and --serial stdio, and
-// returns once a stderr line containing ready appears (that line too).
-func start(o *Options, name string, args []string, ready string) (*Instance, string, error) {
+// Start runs godwit with args plus --api-sock, --serial stdio and
+// --log-level info (o.Dir, o.Godwit, o.Timeout, o.Console and o.Log apply),
+// and returns once a stderr line containing ready appears (that line too).
+// Run is built on it; other drivers (`godwit bench`) use it directly.
+func Start(o *Options, name string, args []string, ready string) (*Instance, string, error) {
 	sock := filepath.Join(o.Dir, name+".sock")
 	args = append(append([]string(nil), args...), "--api-sock", sock, "--serial", "stdio", "--log-level", "info")
 	in := &Instance{Name: name, Client: api.NewClient(sock), cmd: exec.Command(o.Godwit, args...),
@@ -246,7 +284,7 @@ func Run(ctx context.Context, o Options) ([]Hop, *Instance, error) {
 	if o.Hops < 0 || o.Timeout <= 0 || o.Godwit == "" || o.Dir == "" {
 		return nil, nil, errors.New("pingpong: Hops >= 0, a Timeout, Godwit and Dir are required")
 	}
-	src, _, err := start(&o, "vm-0", append([]string{"run"}, o.RunArgs...), "control API listening")
+	src, _, err := Start(&o, "vm-0", append([]string{"run"}, o.RunArgs...), "control API listening")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -263,7 +301,10 @@ func Run(ctx context.Context, o Options) ([]Hop, *Instance, error) {
 	for n := 1; n <= o.Hops; n++ {
 		name := fmt.Sprintf("vm-%d", n)
 		args := append([]string{"receive", "--listen", "tcp:127.0.0.1:0"}, o.ReceiveArgs...)
-		dst, line, err := start(&o, name, args, "waiting for a migrating VM")
+		if o.Storage != nil {
+			args = append(args, "--storage-dir", o.Storage.dir(n))
+		}
+		dst, line, err := Start(&o, name, args, "waiting for a migrating VM")
 		if err != nil {
 			src.Kill()
 			return hops, nil, fmt.Errorf("hop %d: %w", n, err)
@@ -271,7 +312,8 @@ func Run(ctx context.Context, o Options) ([]Hop, *Instance, error) {
 		_, addr, _ := strings.Cut(line, "listen=")
 		req := o.Migrate
 		req.To = strings.Fields(addr + " ")[0]
-		stats, err := migrateOnce(ctx, src, req, o.Timeout)
+		req.IncludeStorage = req.IncludeStorage || o.Storage != nil
+		stats, rounds, err := Migrate(ctx, src, req, o.Timeout)
 		if err != nil {
 			dst.Kill()
 			src.Kill()
@@ -281,7 +323,13 @@ func Run(ctx context.Context, o Options) ([]Hop, *Instance, error) {
 			dst.Kill()
 			return hops, nil, fmt.Errorf("hop %d: %s after migrating: %w", n, src.Name, err)
 		}
-		hops = append(hops, Hop{Hop: n, From: src.Name, To: name, Stats: stats})
+		if o.Storage != nil {
+			if err := o.Storage.removeStale(n); err != nil {
+				dst.Kill()
+				return hops, nil, fmt.Errorf("hop %d: %w", n, err)
+			}
+		}
+		hops = append(hops, Hop{Hop: n, From: src.Name, To: name, Stats: stats, Rounds: rounds})
 		src = dst
 		if o.Verify != nil {
 			vctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -296,29 +344,34 @@ func Run(ctx context.Context, o Options) ([]Hop, *Instance, error) {
 	return hops, src, nil
 }
 
-// migrateOnce migrates src as req says and returns the statistics.
-func migrateOnce(ctx context.Context, src *Instance, req api.MigrateRequest, timeout time.Duration) (migrate.Stats, error) {
+// Migrate migrates src as req says (within timeout) and returns the
+// source's final statistics and round records.
+func Migrate(ctx context.Context, src *Instance, req api.MigrateRequest, timeout time.Duration) (migrate.Stats, []migrate.RoundRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if _, err := src.Client.Migrate(ctx, req); err != nil {
-		return migrate.Stats{}, err
+		return migrate.Stats{}, nil, err
 	}
 	for {
 		info, err := src.Client.MigrationStatus(ctx, 5*time.Second)
 		if err != nil {
-			return migrate.Stats{}, err
+			return migrate.Stats{}, nil, err
 		}
 		if info.Status == "active" {
 			continue
 		}
+		var rounds []migrate.RoundRecord
+		if len(info.Rounds) > 0 {
+			_ = json.Unmarshal(info.Rounds, &rounds) // records are extra; the statistics decide
+		}
 		var st migrate.Stats
 		if err := json.Unmarshal(info.Stats, &st); err != nil {
-			return st, fmt.Errorf("migration %s: %s (no statistics: %v)", info.Status, info.Error, err)
+			return st, rounds, fmt.Errorf("migration %s: %s (no statistics: %v)", info.Status, info.Error, err)
 		}
 		if info.Status != "completed" {
-			return st, fmt.Errorf("migration %s: %s", info.Status, info.Error)
+			return st, rounds, fmt.Errorf("migration %s: %s", info.Status, info.Error)
 		}
-		return st, nil
+		return st, rounds, nil
 	}
 }
 

@@ -56,9 +56,22 @@
 // memory image taken while the guest is paused satisfies [Check]: every page
 // of the range holds the same counter c, except a prefix that may hold c+1.
 //
+// # Boot image
+//
+// [BootImage] (boot.S, built into boot.bin) carries the same binary in an
+// 8 KiB disk image that a PC BIOS boots (QEMU's SeaBIOS, as a raw disk) and
+// `godwit run --boot-sector` boots directly: it enters long mode, measures
+// the TSC frequency against the PIT when a rate limit is set, and starts
+// the test guest under the execution contract above. [PatchBootImage]
+// writes the parameter block into it. `godwit bench --peer qemu` runs it on
+// both sides, so godwit and QEMU migrate the very same guest.
+//
 // The binary is built from guest.S by build.sh (GNU as, ld and objcopy) and
-// checked in as guest.bin; TestBinaryReproducible rebuilds it when binutils
-// are available. TestGuestUnderQEMU runs it under qemu-system-x86_64 (TCG)
-// when installed, with testdata/qemu_boot.S standing in for the VMM's boot
-// loader, and checks the serial output, the memory pattern and the status.
+// checked in as guest.bin, and boot.bin likewise from boot.S;
+// TestBinaryReproducible and TestBootImageReproducible rebuild them when
+// binutils are available. TestGuestUnderQEMU runs it under
+// qemu-system-x86_64 (TCG) when installed, with testdata/qemu_boot.S
+// standing in for the VMM's boot loader, and checks the serial output, the
+// memory pattern and the status; TestBootImageUnderSeaBIOS boots the boot
+// image from a raw disk the same way.
 package guest

@@ -287,14 +287,14 @@ func TestMigrationFaultsBadStreams(t *testing.T) {
 	}{
 		{
 			name:        "corrupt-frame",
-			hello:       testGuestHello(t, migrate.ProtocolVersion, faultMem, faultMem, nil),
+			hello:       testGuestHello(t, migrate.MinProtocolVersion, faultMem, faultMem, nil),
 			afterAccept: append(migrate.AppendFrame(nil, migrate.FrameMemoryBegin, 0, []byte{0, 0, 0, 0}), corrupt...),
 			answer:      migrate.FrameError,
 			want:        "PAGE_BATCH frame checksum mismatch",
 		},
 		{
 			name:        "truncated-stream",
-			hello:       testGuestHello(t, migrate.ProtocolVersion, faultMem, faultMem, nil),
+			hello:       testGuestHello(t, migrate.MinProtocolVersion, faultMem, faultMem, nil),
 			afterAccept: append(migrate.AppendFrame(nil, migrate.FrameMemoryBegin, 0, []byte{0, 0, 0, 0}), pageBatch[:len(pageBatch)/2]...),
 			answer:      migrate.FrameError,
 			want:        "reading from the source in state InRound: reading PAGE_BATCH frame: unexpected EOF",
@@ -309,14 +309,14 @@ func TestMigrationFaultsBadStreams(t *testing.T) {
 			// A source CPU with every feature bit of leaf 0x80000001
 			// set: no host has them all (many are reserved).
 			name:   "config-cpu-features",
-			hello:  testGuestHello(t, migrate.ProtocolVersion, faultMem, faultMem, []vmm.CPUIDFeatures{{Function: 0x80000001, ECX: ^uint32(0), EDX: ^uint32(0)}}),
+			hello:  testGuestHello(t, migrate.MinProtocolVersion, faultMem, faultMem, []vmm.CPUIDFeatures{{Function: 0x80000001, ECX: ^uint32(0), EDX: ^uint32(0)}}),
 			answer: migrate.FrameRefuse,
 			want:   "this host's CPU lacks features the VM uses: leaf 0x80000001.0",
 		},
 		{
 			// HELLO describes 64 MiB of RAM, the configuration 32 MiB.
 			name:   "config-memory-layout",
-			hello:  testGuestHello(t, migrate.ProtocolVersion, 2*faultMem, faultMem, nil),
+			hello:  testGuestHello(t, migrate.MinProtocolVersion, 2*faultMem, faultMem, nil),
 			answer: migrate.FrameRefuse,
 			want:   "memory layout mismatch: source region 0 is [0x0, +0x4000000), here [0x0, +0x2000000)",
 		},

@@ -320,3 +320,13 @@ func runGodwit(t *testing.T, limit time.Duration, stderr *bytes.Buffer, args ...
 	}
 	return out, err
 }
+
+// needLong skips a test that takes minutes in the nested host unless
+// GODWIT_TEST_LONG=1: CI's integration stage has 20 minutes, retries
+// included. `GODWIT_TEST_LONG=1 make test` runs them (see docs/testing.md).
+func needLong(t *testing.T) {
+	t.Helper()
+	if os.Getenv("GODWIT_TEST_LONG") != "1" {
+		t.Skip("takes minutes in the nested host; set GODWIT_TEST_LONG=1 to run")
+	}
+}

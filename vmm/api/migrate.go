@@ -25,6 +25,11 @@ type MigrateRequest struct {
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 	// AutoConverge throttles the vCPUs when rounds stop shrinking.
 	AutoConverge *bool `json:"auto_converge,omitempty"`
+	// IncludeStorage sends the VM's disks along with its memory (a
+	// storage migration): the destination creates new images from the
+	// stream. Without it, the destination opens the same images
+	// (shared storage).
+	IncludeStorage bool `json:"include_storage,omitempty"`
 	// PSKFile authenticates the destination and encrypts the migration
 	// with the pre-shared key in this file (package migrate/secure). The
 	// VM process reads this and the TLS files: absolute paths on its

@@ -41,7 +41,7 @@ func exerciser(readOnly bool) func(t testing.TB, d *virtiotest.Driver, qs []*vir
 				next++
 			}
 			st := d.Alloc(1, 1)
-			d.Mem(st, 1)[0] = sentinel
+			d.Mem(st, 1)[0] = virtiotest.Sentinel
 			q.SetDesc(next, st, 1, virtiotest.DescWrite, 0)
 			q.Publish(head)
 			q.Kick()
@@ -198,7 +198,7 @@ func TestRequests(t *testing.T) {
 	}{
 		{name: "read 4 KiB at 0", segs: req(TypeIn, 0, nil, 4096), status: StatusOK, used: 4097, inSeg: 1, in: img[:4096], wrote: -1},
 		{name: "read last sector", segs: req(TypeIn, capacity-1, nil, 512), status: StatusOK, used: 513, inSeg: 1, in: img[size-512:], wrote: -1},
-		{name: "read across the end", segs: req(TypeIn, capacity-1, nil, 1024), status: StatusIOErr, used: 0, inSeg: 1, in: bytes.Repeat([]byte{sentinel}, 1024), wrote: -1},
+		{name: "read across the end", segs: req(TypeIn, capacity-1, nil, 1024), status: StatusIOErr, used: 0, inSeg: 1, in: bytes.Repeat([]byte{virtiotest.Sentinel}, 1024), wrote: -1},
 		{name: "read past the end", segs: req(TypeIn, capacity+1, nil, 512), status: StatusIOErr, wrote: -1},
 		{name: "read sector overflow", segs: req(TypeIn, 1<<63, nil, 512), status: StatusIOErr, wrote: -1},
 		{name: "read sector max", segs: req(TypeIn, ^uint64(0), nil, 512), status: StatusIOErr, wrote: -1},
@@ -225,7 +225,7 @@ func TestRequests(t *testing.T) {
 		{name: "get id of 20 bytes", opts: Options{Serial: string(id20)}, segs: req(TypeGetID, 0, nil, IDBytes), status: StatusOK, used: IDBytes + 1, inSeg: 1, in: id20, wrote: -1},
 		{name: "get id short buffer", opts: Options{Serial: "disk0"}, segs: req(TypeGetID, 0, nil, 3), status: StatusOK, used: 4, inSeg: 1, in: []byte("dis"), wrote: -1},
 		{name: "get id long buffer", opts: Options{Serial: "disk0"}, segs: req(TypeGetID, 0, nil, 32), status: StatusOK, used: IDBytes,
-			inSeg: 1, in: append(append([]byte("disk0"), make([]byte, IDBytes-5)...), bytes.Repeat([]byte{sentinel}, 12)...), wrote: -1},
+			inSeg: 1, in: append(append([]byte("disk0"), make([]byte, IDBytes-5)...), bytes.Repeat([]byte{virtiotest.Sentinel}, 12)...), wrote: -1},
 		{name: "discard unsupported", segs: req(TypeDiscard, 0, make([]byte, 16), 0), status: StatusUnsupp, used: 1, wrote: -1},
 		{name: "write zeroes unsupported", segs: req(TypeWriteZeroes, 0, make([]byte, 16), 0), status: StatusUnsupp, used: 1, wrote: -1},
 		{name: "get lifetime unsupported", segs: req(TypeGetLifetime, 0, nil, 8), status: StatusUnsupp, used: 0, wrote: -1},
@@ -258,15 +258,15 @@ func TestRequests(t *testing.T) {
 			}
 			// The status byte's page was marked dirty in the VMM
 			// bitmap (as is every page the device wrote).
-			last := len(p.segs) - 1
-			st := p.addrs[last] + uint64(p.segs[last].n) - 1
+			last := len(p.Segs) - 1
+			st := p.Addrs[last] + uint64(p.Segs[last].N) - 1
 			r.m.Mem.TakeDirty(0, dirty[:])
 			if dirty[st/4096/64]&(1<<(st/4096%64)) == 0 {
 				t.Error("status byte's page not marked dirty")
 			}
-			for i, s := range p.segs {
-				if s.write && tt.status == StatusOK {
-					for a := p.addrs[i]; a < p.addrs[i]+uint64(s.n); a += 4096 {
+			for i, s := range p.Segs {
+				if s.Write && tt.status == StatusOK {
+					for a := p.Addrs[i]; a < p.Addrs[i]+uint64(s.N); a += 4096 {
 						if dirty[a/4096/64]&(1<<(a/4096%64)) == 0 {
 							t.Errorf("page of %#x written by the device not marked dirty", a)
 						}
@@ -285,8 +285,8 @@ func TestRequests(t *testing.T) {
 			} else {
 				var out []byte
 				for _, s := range tt.segs {
-					if !s.write {
-						out = append(out, s.data...)
+					if !s.Write {
+						out = append(out, s.Data...)
 					}
 				}
 				out = out[headerSize:]
@@ -341,8 +341,8 @@ func TestBrokenFraming(t *testing.T) {
 			if used := r.q.TakeUsed(); len(used) != 0 {
 				t.Errorf("used %+v from a broken request", used)
 			}
-			for i, s := range p.segs {
-				if s.write && !bytes.Equal(r.bytes(p, i), bytes.Repeat([]byte{sentinel}, int(s.n))) {
+			for i, s := range p.Segs {
+				if s.Write && !bytes.Equal(r.bytes(p, i), bytes.Repeat([]byte{virtiotest.Sentinel}, int(s.N))) {
 					t.Errorf("segment %d written", i)
 				}
 			}
@@ -370,7 +370,6 @@ func TestBrokenFramingThenReset(t *testing.T) {
 	}
 	r.d.Write(r.d.Common+virtiotest.CommonConfigVector, 2, 0)
 	r.q = r.d.SetupQueue(0, 64, 1)
-	r.next = 0
 	r.d.DriverOK()
 	if st := r.d.Status(); st&virtio.StatusDeviceNeedsReset != 0 || st&virtio.StatusDriverOK == 0 {
 		t.Fatalf("status %#x after re-initialisation", st)

@@ -147,17 +147,11 @@ func FuzzRequest(f *testing.F) {
 // from the ring to the image. Any error must break the queue, and the
 // device never returns more chains than were made available.
 //
-// Input: 16 descriptors of 6 bytes (le16 offset into the data area, le16
-// length, flags byte: bits 0-2 NEXT/WRITE/INDIRECT, bit 7 an address
-// outside RAM; next byte, taken modulo 32 so that some are out of range),
-// then the number of available entries and their heads (modulo 32), then
-// the data area (headers, indirect tables).
+// Input: a ring as virtiotest.FuzzRing lays it out (descriptors, the
+// available entries, then the data area with headers and indirect
+// tables).
 func FuzzProcessQueue(f *testing.F) {
-	desc := func(off, n uint16, flags, next byte) []byte {
-		b := binary.LittleEndian.AppendUint16(nil, off)
-		b = binary.LittleEndian.AppendUint16(b, n)
-		return append(b, flags, next)
-	}
+	desc := virtiotest.FuzzDesc
 	var seed []byte
 	seed = append(seed, desc(0, 16, 1, 1)...)    // header
 	seed = append(seed, desc(512, 512, 3, 2)...) // data
@@ -169,48 +163,18 @@ func FuzzProcessQueue(f *testing.F) {
 	f.Add(seed)
 	f.Add(append(append([]byte(nil), seed[:6*16]...), 1, 0))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		const qsize = 16
-		const area = 8 << 20
 		img := newMemImage(fuzzDiskSize)
 		disk, err := newDisk(img, fuzzDiskSize, Options{Serial: "fuzz"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m := virtiotest.NewMachine(t, disk)
-		d := virtiotest.NewDriver(t, m)
-		if _, err := d.Negotiate(^uint64(0)); err != nil {
-			t.Fatal(err)
-		}
-		d.EnableMSIX(2)
-		q := d.SetupQueue(0, qsize, 1)
-		d.DriverOK()
+		r := virtiotest.NewRig(t, disk, ^uint64(0), virtiotest.FuzzDescs)
 		// The worker stops; the test calls ProcessQueue itself.
-		if err := m.Transport.Pause(context.Background()); err != nil {
+		if err := r.M.Transport.Pause(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		for i := uint16(0); i < qsize && len(data) >= 6; i++ {
-			addr := area + uint64(binary.LittleEndian.Uint16(data))
-			n := uint32(binary.LittleEndian.Uint16(data[2:]))
-			flags, next := data[4], uint16(data[5]%32)
-			if flags&0x80 != 0 {
-				addr = virtiotest.RAMSize - 8 + uint64(binary.LittleEndian.Uint16(data))
-			}
-			q.SetDesc(i, addr, n, uint16(flags&7), next)
-			data = data[6:]
-		}
-		avail := 0
-		if len(data) > 0 {
-			avail = int(data[0] % 20)
-			data = data[1:]
-		}
-		for k := 0; k < avail; k++ {
-			head := uint16(k)
-			if len(data) > 0 {
-				head, data = uint16(data[0]%32), data[1:]
-			}
-			q.Publish(head)
-		}
-		copy(d.Mem(area, 1<<16), data)
+		q := r.Queues[0]
+		avail, _ := virtiotest.FuzzRing(q, data, 7)
 		err = disk.ProcessQueue(0)
 		if err != nil && !errors.Is(err, virtio.ErrQueueBroken) {
 			t.Fatalf("error does not break the queue: %v", err)
@@ -252,4 +216,13 @@ func FuzzRestoreConfigState(f *testing.F) {
 			t.Fatalf("accepted %x, saves %x", b, again)
 		}
 	})
+}
+
+// FuzzTransportRestore restores arbitrary bytes into a transport whose
+// disk holds a prior state (see virtiotest.FuzzRestore).
+func FuzzTransportRestore(f *testing.F) {
+	newDev := func(tb testing.TB) virtio.Device {
+		return testDisk(tb, 1<<20, Options{Serial: "fuzz"})
+	}
+	virtiotest.FuzzRestore(f, virtiotest.Suite{Exercise: exerciser(false)}, newDev)
 }

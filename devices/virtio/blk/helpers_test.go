@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"godwit/devices/virtio"
 	"godwit/devices/virtio/virtiotest"
 )
 
@@ -95,18 +94,10 @@ func (m *memImage) syncCount() int {
 	return m.syncs
 }
 
-// seg is one descriptor of a request the test driver posts.
-type seg struct {
-	data  []byte // contents of a device-readable buffer
-	n     uint32 // length of a device-writable buffer
-	write bool
-}
+// Requests are posted with virtiotest's chain helpers.
+type seg = virtiotest.Seg
 
-// ro returns a device-readable segment.
-func ro(b []byte) seg { return seg{data: b} }
-
-// wr returns a device-writable segment of n bytes.
-func wr(n uint32) seg { return seg{n: n, write: true} }
+var ro, wr = virtiotest.RO, virtiotest.WR
 
 // header returns a request header.
 func header(typ uint32, sector uint64) []byte {
@@ -127,9 +118,6 @@ func req(typ uint32, sector uint64, out []byte, in uint32) []seg {
 	return append(s, wr(1))
 }
 
-// sentinel fills device-writable buffers before the device sees them.
-const sentinel = 0xee
-
 // rig is a disk on a virtiotest machine with an active request queue.
 type rig struct {
 	t     testing.TB
@@ -139,7 +127,6 @@ type rig struct {
 	disk  *Disk
 	img   *memImage
 	acked uint64
-	next  uint16 // next free descriptor
 }
 
 // newRig builds a disk of size bytes over a memImage, negotiates features
@@ -156,87 +143,35 @@ func newRig(t testing.TB, size int, opts Options, want uint64) *rig {
 
 func newRigFor(t testing.TB, disk *Disk, img *memImage, want uint64) *rig {
 	t.Helper()
-	m := virtiotest.NewMachine(t, disk)
-	d := virtiotest.NewDriver(t, m)
-	acked, err := d.Negotiate(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.EnableMSIX(2)
-	d.Write(d.Common+virtiotest.CommonConfigVector, 2, 0)
-	q := d.SetupQueue(0, 64, 1)
-	d.DriverOK()
-	if st := d.Status(); st&virtio.StatusDriverOK == 0 {
-		t.Fatalf("status %#x", st)
-	}
-	return &rig{t: t, m: m, d: d, q: q, disk: disk, img: img, acked: acked}
+	vr := virtiotest.NewRig(t, disk, want, 64)
+	return &rig{t: t, m: vr.M, d: vr.D, q: vr.Queues[0], disk: disk, img: img, acked: vr.Acked}
 }
 
-// posted is a request made available to the device.
-type posted struct {
-	head  uint16
-	addrs []uint64 // guest address of each segment
-	segs  []seg
-}
-
-// post writes the segments into guest RAM and descriptors and publishes
-// the chain (without a kick).
-func (r *rig) post(segs []seg) posted {
-	r.t.Helper()
-	p := posted{head: r.next % r.q.Size, segs: segs}
-	for i, s := range segs {
-		n := uint64(len(s.data))
-		flags := uint16(0)
-		if s.write {
-			n = uint64(s.n)
-			flags = virtiotest.DescWrite
-		}
-		addr := r.d.Alloc(max(n, 1), 8)
-		if s.write {
-			mem := r.d.Mem(addr, n)
-			for j := range mem {
-				mem[j] = sentinel
-			}
-		} else {
-			copy(r.d.Mem(addr, n), s.data)
-		}
-		idx := (r.next) % r.q.Size
-		r.next++
-		next := r.next % r.q.Size
-		if i < len(segs)-1 {
-			flags |= virtiotest.DescNext
-		}
-		r.q.SetDesc(idx, addr, uint32(n), flags, next)
-		p.addrs = append(p.addrs, addr)
-	}
-	r.q.Publish(p.head)
-	return p
-}
+// post publishes a request (without a kick).
+func (r *rig) post(segs []seg) virtiotest.Posted { return r.q.Post(segs) }
 
 // do posts one request, kicks, waits for its completion and returns the
 // used element.
-func (r *rig) do(segs []seg) (posted, virtiotest.UsedElem) {
+func (r *rig) do(segs []seg) (virtiotest.Posted, virtiotest.UsedElem) {
 	r.t.Helper()
 	p := r.post(segs)
 	r.q.Kick()
 	r.d.WaitMSI(1)
 	used := r.q.TakeUsed()
-	if len(used) != 1 || used[0].ID != uint32(p.head) {
-		r.t.Fatalf("used %+v, want one entry for head %d", used, p.head)
+	if len(used) != 1 || used[0].ID != uint32(p.Head) {
+		r.t.Fatalf("used %+v, want one entry for head %d", used, p.Head)
 	}
 	return p, used[0]
 }
 
 // status returns the last byte of the last segment (the status).
-func (r *rig) status(p posted) byte {
-	last := len(p.segs) - 1
-	return r.d.Mem(p.addrs[last]+uint64(p.segs[last].n)-1, 1)[0]
+func (r *rig) status(p virtiotest.Posted) byte {
+	last := len(p.Segs) - 1
+	return r.d.Mem(p.Addrs[last]+uint64(p.Segs[last].N)-1, 1)[0]
 }
 
 // bytes returns what the device left in segment i.
-func (r *rig) bytes(p posted, i int) []byte {
-	return append([]byte(nil), r.d.Mem(p.addrs[i], uint64(p.segs[i].n))...)
-}
+func (r *rig) bytes(p virtiotest.Posted, i int) []byte { return r.q.Bytes(p, i) }
 
 // pattern returns n bytes that differ per position and seed.
 func pattern(n int, seed byte) []byte {

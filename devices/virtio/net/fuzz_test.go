@@ -12,17 +12,10 @@ import (
 	"godwit/devices/virtio/virtiotest"
 )
 
-// Fuzz geometry: a queue of fuzzQSize entries whose buffers point into a
-// data area of fuzzArea bytes at fuzzBase.
-const (
-	fuzzQSize = 16
-	fuzzBase  = 8 << 20
-	fuzzArea  = 1 << 16
-)
-
 // fuzzMachine builds a device over a pipeTap on a machine with every
-// queue of fuzzQSize entries enabled and the features in want negotiated,
-// then stops the worker so that the test calls ProcessQueue itself.
+// queue enabled (virtiotest.FuzzDescs entries, for virtiotest.FuzzRing)
+// and the features in want negotiated, then stops the worker so that the
+// test calls ProcessQueue itself.
 func fuzzMachine(t *testing.T, want uint64) (*Device, *pipeTap, *virtiotest.Driver, []*virtiotest.Queue, uint64) {
 	p := newPipeTap(t)
 	dev, err := New(p, Options{MAC: testMAC})
@@ -30,69 +23,19 @@ func fuzzMachine(t *testing.T, want uint64) (*Device, *pipeTap, *virtiotest.Driv
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dev.Close() })
-	m := virtiotest.NewMachine(t, dev)
-	d := virtiotest.NewDriver(t, m)
-	acked, err := d.Negotiate(want)
-	if err != nil {
+	sizes := make([]uint16, numQueues)
+	for i := range sizes {
+		sizes[i] = virtiotest.FuzzDescs
+	}
+	r := virtiotest.NewRig(t, dev, want, sizes...)
+	if err := r.M.Transport.Pause(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	d.EnableMSIX(4)
-	var qs []*virtiotest.Queue
-	for i := 0; i < numQueues; i++ {
-		qs = append(qs, d.SetupQueue(i, fuzzQSize, uint16(i+1)))
-	}
-	d.DriverOK()
-	if err := m.Transport.Pause(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return dev, p, d, qs, acked
+	return dev, p, r.D, r.Queues, r.Acked
 }
 
-// fuzzRing fills q's descriptor table and available ring from data: 16
-// descriptors of 6 bytes (le16 offset into the data area, le16 length,
-// flags byte: bits 0-2 NEXT/WRITE/INDIRECT masked with flagMask, bit 7 an
-// address at the end of RAM; next byte modulo 32, so that some are out of
-// range), then the number of available entries and their heads (modulo
-// 32), then the data area's contents. It returns the number of available
-// entries and the device-writable ranges of the table.
-func fuzzRing(d *virtiotest.Driver, q *virtiotest.Queue, data []byte, flagMask byte) (int, [][2]uint64) {
-	var writable [][2]uint64
-	for i := uint16(0); i < fuzzQSize && len(data) >= 6; i++ {
-		addr := fuzzBase + uint64(binary.LittleEndian.Uint16(data))
-		n := uint32(binary.LittleEndian.Uint16(data[2:]))
-		flags, next := data[4], uint16(data[5]%32)
-		if flags&0x80 != 0 {
-			addr = virtiotest.RAMSize - 8 + uint64(binary.LittleEndian.Uint16(data))
-		}
-		flags &= flagMask
-		q.SetDesc(i, addr, n, uint16(flags), next)
-		if flags&virtiotest.DescWrite != 0 {
-			writable = append(writable, [2]uint64{addr, addr + uint64(n)})
-		}
-		data = data[6:]
-	}
-	avail := 0
-	if len(data) > 0 {
-		avail = int(data[0] % 20)
-		data = data[1:]
-	}
-	for k := 0; k < avail; k++ {
-		head := uint16(k)
-		if len(data) > 0 {
-			head, data = uint16(data[0]%32), data[1:]
-		}
-		q.Publish(head)
-	}
-	copy(d.Mem(fuzzBase, fuzzArea), data)
-	return avail, writable
-}
-
-// desc encodes one fuzzRing descriptor.
-func desc(off, n uint16, flags, next byte) []byte {
-	b := binary.LittleEndian.AppendUint16(nil, off)
-	b = binary.LittleEndian.AppendUint16(b, n)
-	return append(b, flags, next)
-}
+// desc encodes one virtiotest.FuzzRing descriptor.
+var desc = virtiotest.FuzzDesc
 
 // FuzzTransmit runs the transmit or the control queue over a ring whose
 // descriptors, available entries and buffer contents come from the
@@ -109,8 +52,8 @@ func FuzzTransmit(f *testing.F) {
 	seed = append(seed, 2, 0, 2) // avail: heads 0, 2
 	area := make([]byte, 512)
 	copy(area[64:], ethFrame(60, 1))
-	virtiotest.WriteDesc(area[256:], fuzzBase, 12, virtiotest.DescNext, 1)
-	virtiotest.WriteDesc(area[272:], fuzzBase+64, 60, 0, 0)
+	virtiotest.WriteDesc(area[256:], virtiotest.FuzzArea, 12, virtiotest.DescNext, 1)
+	virtiotest.WriteDesc(area[272:], virtiotest.FuzzArea+64, 60, 0, 0)
 	f.Add(byte(txQueue), append(seed, area...))
 	ctrl := append(desc(0, 2, 1, 1), desc(8, 1, 2, 0)...)
 	ctrl = append(append(ctrl, make([]byte, 6*14)...), 1, 0)
@@ -125,8 +68,8 @@ func FuzzTransmit(f *testing.F) {
 		if sel&0x10 != 0 {
 			want &^= FeatureCsum
 		}
-		dev, p, d, qs, acked := fuzzMachine(t, want)
-		avail, _ := fuzzRing(d, qs[qi], data, 7)
+		dev, p, _, qs, acked := fuzzMachine(t, want)
+		avail, _ := virtiotest.FuzzRing(qs[qi], data, 7)
 		err := dev.ProcessQueue(qi)
 		if err != nil && !errors.Is(err, virtio.ErrQueueBroken) {
 			t.Fatalf("error does not break the queue: %v", err)
@@ -168,34 +111,19 @@ func FuzzReceive(f *testing.F) {
 			want &^= FeatureMrgRxbuf
 		}
 		dev, _, d, qs, _ := fuzzMachine(t, want)
-		avail, writable := fuzzRing(d, qs[rxQueue], data, virtiotest.DescNext|virtiotest.DescWrite)
+		avail, writable := virtiotest.FuzzRing(qs[rxQueue], data, virtiotest.DescNext|virtiotest.DescWrite)
 		if len(pkt) < hdrSize+ethHeaderSize || len(pkt) > maxPacket {
 			return // enqueue drops these before they reach a queue
 		}
 		dev.mu.Lock()
 		dev.backlog, dev.backlogSz = [][]byte{append([]byte(nil), pkt...)}, len(pkt)
 		dev.mu.Unlock()
-		before := append([]byte(nil), d.Mem(fuzzBase, fuzzArea)...)
+		before := append([]byte(nil), d.Mem(virtiotest.FuzzArea, virtiotest.FuzzAreaSize)...)
 		err := dev.ProcessQueue(rxQueue)
 		if err != nil && !errors.Is(err, virtio.ErrQueueBroken) {
 			t.Fatalf("error does not break the queue: %v", err)
 		}
-		after := d.Mem(fuzzBase, fuzzArea)
-		if !bytes.Equal(before, after) {
-			for i := range after {
-				if after[i] == before[i] {
-					continue
-				}
-				a := fuzzBase + uint64(i)
-				ok := false
-				for _, w := range writable {
-					ok = ok || (a >= w[0] && a < w[1])
-				}
-				if !ok {
-					t.Fatalf("device wrote %#x outside the device-writable buffers", a)
-				}
-			}
-		}
+		virtiotest.CheckFuzzAreaWrites(t, d, before, writable)
 		q := qs[rxQueue]
 		used := q.TakeUsed()
 		if len(used) > avail {
@@ -246,4 +174,49 @@ func FuzzRestoreConfigState(f *testing.F) {
 			t.Fatalf("accepted %x, saves %x", b, again)
 		}
 	})
+}
+
+// FuzzTransportRestore restores arbitrary bytes into a transport whose
+// network device holds a prior state (see virtiotest.FuzzRestore). The
+// extra seed has a backlog and a pending announcement, which a refused
+// restore must not lose.
+func FuzzTransportRestore(f *testing.F) {
+	newDev := func(tb testing.TB) virtio.Device {
+		dev, err := New(newPipeTap(tb), Options{MAC: testMAC})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { dev.Close() })
+		return dev
+	}
+	m := virtiotest.NewMachine(f, newDev(f))
+	virtiotest.Activate(f, virtiotest.Suite{}, virtiotest.NewDriver(f, m))
+	if err := m.Transport.Pause(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	saved, err := m.Transport.SaveState()
+	if err != nil {
+		f.Fatal(err)
+	}
+	var ts virtio.TransportState
+	if err := ts.UnmarshalBinary(saved); err != nil {
+		f.Fatal(err)
+	}
+	ts.DeviceConfig, err = (&State{MAC: testMAC, Status: StatusLinkUp | StatusAnnounce,
+		Backlog: [][]byte{packet(0, 0, 0, 0, ethFrame(60, 1)), packet(0, 0, 0, 0, ethFrame(100, 2))}}).MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	rich, err := ts.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	// The same with another MAC: well-formed, refused by this device
+	// only after the transport has checked everything else.
+	ts.DeviceConfig[2] ^= 0x10
+	otherMAC, err := ts.MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	virtiotest.FuzzRestore(f, virtiotest.Suite{Exercise: exercise}, newDev, rich, otherMAC)
 }

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"godwit/devices/virtio"
 	"godwit/devices/virtio/virtiotest"
 )
 
@@ -155,8 +154,6 @@ type rig struct {
 	dev   *Device
 	tap   *pipeTap
 	acked uint64
-	// next free descriptor of each queue
-	next map[*virtiotest.Queue]uint16
 }
 
 // newRig builds a device over a pipeTap, negotiates the offered features
@@ -175,34 +172,16 @@ func newRig(t testing.TB, want uint64) *rig {
 
 func newRigFor(t testing.TB, dev *Device, p *pipeTap, want uint64) *rig {
 	t.Helper()
-	m := virtiotest.NewMachine(t, dev)
-	d := virtiotest.NewDriver(t, m)
-	acked, err := d.Negotiate(want)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.EnableMSIX(4)
-	d.Write(d.Common+virtiotest.CommonConfigVector, 2, 0)
-	r := &rig{t: t, m: m, d: d, dev: dev, tap: p, acked: acked, next: map[*virtiotest.Queue]uint16{}}
-	r.rx = d.SetupQueue(rxQueue, 64, 1)
-	r.tx = d.SetupQueue(txQueue, 64, 2)
-	r.ctrl = d.SetupQueue(ctrlQueue, 64, 3)
-	d.DriverOK()
-	if st := d.Status(); st&virtio.StatusDriverOK == 0 {
-		t.Fatalf("status %#x", st)
-	}
-	return r
+	vr := virtiotest.NewRig(t, dev, want, 64, 64, 64)
+	return &rig{t: t, m: vr.M, d: vr.D, dev: dev, tap: p, acked: vr.Acked,
+		rx: vr.Queues[rxQueue], tx: vr.Queues[txQueue], ctrl: vr.Queues[ctrlQueue]}
 }
 
-// seg is one descriptor of a chain the test driver posts.
-type seg struct {
-	data  []byte // contents of a device-readable buffer
-	n     uint32 // length of a device-writable buffer
-	write bool
-}
+// Chains are posted with virtiotest's chain helpers.
+type seg = virtiotest.Seg
 
-func ro(b []byte) seg { return seg{data: b} }
-func wr(n uint32) seg { return seg{n: n, write: true} }
+var ro, wr = virtiotest.RO, virtiotest.WR
+
 func wrs(ns ...uint32) []seg {
 	var s []seg
 	for _, n := range ns {
@@ -211,50 +190,8 @@ func wrs(ns ...uint32) []seg {
 	return s
 }
 
-// sentinel fills device-writable buffers before the device sees them.
-const sentinel = 0xee
-
-// posted is a chain made available to the device.
-type posted struct {
-	head  uint16
-	addrs []uint64
-	segs  []seg
-}
-
-// post writes the segments into guest RAM and descriptors of q and
-// publishes the chain (without a kick).
-func (r *rig) post(q *virtiotest.Queue, segs []seg) posted {
-	r.t.Helper()
-	next := r.next[q]
-	p := posted{head: next % q.Size, segs: segs}
-	for i, s := range segs {
-		n := uint64(len(s.data))
-		flags := uint16(0)
-		if s.write {
-			n = uint64(s.n)
-			flags = virtiotest.DescWrite
-		}
-		addr := r.d.Alloc(max(n, 1), 8)
-		if s.write {
-			mem := r.d.Mem(addr, n)
-			for j := range mem {
-				mem[j] = sentinel
-			}
-		} else {
-			copy(r.d.Mem(addr, n), s.data)
-		}
-		idx := next % q.Size
-		next++
-		if i < len(segs)-1 {
-			flags |= virtiotest.DescNext
-		}
-		q.SetDesc(idx, addr, uint32(n), flags, next%q.Size)
-		p.addrs = append(p.addrs, addr)
-	}
-	r.next[q] = next
-	q.Publish(p.head)
-	return p
-}
+// post publishes a chain on q (without a kick).
+func (r *rig) post(q *virtiotest.Queue, segs []seg) virtiotest.Posted { return q.Post(segs) }
 
 // vector returns the MSI-X vector of q.
 func vector(q *virtiotest.Queue) int { return q.Index + 1 }
@@ -266,22 +203,22 @@ func (r *rig) send(segs []seg) virtiotest.UsedElem {
 	r.tx.Kick()
 	r.d.WaitMSI(vector(r.tx))
 	used := r.tx.TakeUsed()
-	if len(used) != 1 || used[0].ID != uint32(p.head) {
-		r.t.Fatalf("tx used %+v, want one entry for head %d", used, p.head)
+	if len(used) != 1 || used[0].ID != uint32(p.Head) {
+		r.t.Fatalf("tx used %+v, want one entry for head %d", used, p.Head)
 	}
 	return used[0]
 }
 
 // written returns the bytes the device wrote into the writable segments
 // of p, in order, up to n bytes.
-func (r *rig) written(p posted, n uint32) []byte {
+func (r *rig) written(p virtiotest.Posted, n uint32) []byte {
 	var out []byte
-	for i, s := range p.segs {
-		if !s.write || uint32(len(out)) >= n {
+	for i, s := range p.Segs {
+		if !s.Write || uint32(len(out)) >= n {
 			continue
 		}
-		k := min(s.n, n-uint32(len(out)))
-		out = append(out, r.d.Mem(p.addrs[i], uint64(k))...)
+		k := min(s.N, n-uint32(len(out)))
+		out = append(out, r.d.Mem(p.Addrs[i], uint64(k))...)
 	}
 	return out
 }
@@ -298,10 +235,10 @@ func (r *rig) control(class, cmd byte, data []byte) byte {
 	r.ctrl.Kick()
 	r.d.WaitMSI(vector(r.ctrl))
 	used := r.ctrl.TakeUsed()
-	if len(used) != 1 || used[0].ID != uint32(p.head) || used[0].Len != 1 {
-		r.t.Fatalf("ctrl used %+v, want head %d length 1", used, p.head)
+	if len(used) != 1 || used[0].ID != uint32(p.Head) || used[0].Len != 1 {
+		r.t.Fatalf("ctrl used %+v, want head %d length 1", used, p.Head)
 	}
-	return r.d.Mem(p.addrs[len(p.addrs)-1], 1)[0]
+	return r.d.Mem(p.Addrs[len(p.Addrs)-1], 1)[0]
 }
 
 // configStatus reads the configuration's status field.

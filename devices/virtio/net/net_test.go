@@ -58,7 +58,7 @@ func exercise(t testing.TB, d *virtiotest.Driver, qs []*virtiotest.Queue) {
 	cmd := d.Alloc(2, 2)
 	copy(d.Mem(cmd, 2), []byte{ctrlClassAnnounce, ctrlAnnounceAck})
 	ack := d.Alloc(1, 1)
-	d.Mem(ack, 1)[0] = sentinel
+	d.Mem(ack, 1)[0] = virtiotest.Sentinel
 	head = (ctrl.AvailIdx * 2) % ctrl.Size
 	ctrl.SetDesc(head, cmd, 2, virtiotest.DescNext, head+1)
 	ctrl.SetDesc(head+1, ack, 1, virtiotest.DescWrite, 0)
@@ -353,7 +353,7 @@ func TestReceive(t *testing.T) {
 			r.dev.mu.Lock()
 			r.dev.onFrame = func() { handled <- struct{}{} }
 			r.dev.mu.Unlock()
-			var posted []posted
+			var posted []virtiotest.Posted
 			for _, c := range tt.chains {
 				posted = append(posted, r.post(r.rx, c))
 			}
@@ -383,8 +383,8 @@ func TestReceive(t *testing.T) {
 						used = append(used, r.waitUsed(r.rx, 1)...)
 					}
 				}
-				if got := used[len(used)-1].ID; got != uint32(big.head) {
-					t.Fatalf("used %+v, want the new buffer (head %d) last", used, big.head)
+				if got := used[len(used)-1].ID; got != uint32(big.Head) {
+					t.Fatalf("used %+v, want the new buffer (head %d) last", used, big.Head)
 				}
 				if len(used) != first+1 {
 					t.Fatalf("used %+v", used)
@@ -397,15 +397,15 @@ func TestReceive(t *testing.T) {
 			}
 			for i, u := range tt.used {
 				p := posted[u.chain]
-				if used[i].ID != uint32(p.head) || used[i].Len != uint32(len(u.data)) {
-					t.Errorf("used[%d] = %+v, want head %d length %d", i, used[i], p.head, len(u.data))
+				if used[i].ID != uint32(p.Head) || used[i].Len != uint32(len(u.data)) {
+					t.Errorf("used[%d] = %+v, want head %d length %d", i, used[i], p.Head, len(u.data))
 					continue
 				}
 				if got := r.written(p, uint32(len(u.data))); !bytes.Equal(got, u.data) {
 					t.Errorf("chain %d holds %x, want %x", u.chain, got, u.data)
 				}
 				// Nothing beyond the used length was written.
-				if rest := r.written(p, ^uint32(0))[len(u.data):]; len(bytes.Trim(rest, string([]byte{sentinel}))) != 0 {
+				if rest := r.written(p, ^uint32(0))[len(u.data):]; len(bytes.Trim(rest, string([]byte{virtiotest.Sentinel}))) != 0 {
 					t.Errorf("chain %d written beyond its used length", u.chain)
 				}
 			}
@@ -454,7 +454,7 @@ func TestReceiveMarksDirty(t *testing.T) {
 		t.Fatal(err)
 	}
 	dirty := func(gpa uint64) bool { return bm[gpa/4096/64]&(1<<(gpa/4096%64)) != 0 }
-	for a := p.addrs[0]; a < p.addrs[0]+uint64(len(pkt)); a += 4096 {
+	for a := p.Addrs[0]; a < p.Addrs[0]+uint64(len(pkt)); a += 4096 {
 		if !dirty(a) {
 			t.Errorf("page %#x of the receive buffer not dirty", a)
 		}
@@ -500,10 +500,10 @@ func TestBacklogLimits(t *testing.T) {
 				p := r.post(r.rx, wrs(uint32(tt.size)))
 				r.rx.Kick()
 				u := r.waitUsed(r.rx, 1)
-				if u[0].ID != uint32(p.head) || u[0].Len != uint32(tt.size) {
+				if u[0].ID != uint32(p.Head) || u[0].Len != uint32(tt.size) {
 					t.Fatalf("used %+v", u)
 				}
-				if got := r.d.Mem(p.addrs[0]+hdrSize, uint64(tt.size-hdrSize)); !bytes.Equal(got, ethFrame(tt.size-hdrSize, byte(i))) {
+				if got := r.d.Mem(p.Addrs[0]+hdrSize, uint64(tt.size-hdrSize)); !bytes.Equal(got, ethFrame(tt.size-hdrSize, byte(i))) {
 					t.Fatalf("frame %d out of order", i)
 				}
 			}
@@ -586,17 +586,17 @@ func TestPauseKeepsFrames(t *testing.T) {
 	p := r.post(r.rx, wrs(2048))
 	r.rx.Kick()
 	u := r.waitUsed(r.rx, 1)
-	if u[0].ID != uint32(p.head) {
+	if u[0].ID != uint32(p.Head) {
 		t.Fatalf("used %+v", u)
 	}
 	// a is still first on the source: its backlog was not cleared.
-	if got := r.d.Mem(p.addrs[0]+hdrSize, 100); !bytes.Equal(got, a[hdrSize:]) {
+	if got := r.d.Mem(p.Addrs[0]+hdrSize, 100); !bytes.Equal(got, a[hdrSize:]) {
 		t.Fatal("source did not keep its backlog across pause")
 	}
 	p = r.post(r.rx, wrs(2048))
 	r.rx.Kick()
 	r.waitUsed(r.rx, 1)
-	if got := r.d.Mem(p.addrs[0]+hdrSize, 100); !bytes.Equal(got, b[hdrSize:]) {
+	if got := r.d.Mem(p.Addrs[0]+hdrSize, 100); !bytes.Equal(got, b[hdrSize:]) {
 		t.Fatal("frame sent while paused not delivered after resume")
 	}
 }
@@ -621,15 +621,14 @@ func TestResetDropsBacklog(t *testing.T) {
 	r.d.Write(r.d.Common+virtiotest.CommonConfigVector, 2, 0)
 	r.rx = r.d.SetupQueue(rxQueue, 64, 1)
 	r.d.DriverOK()
-	r.next[r.rx] = 0
 	p := r.post(r.rx, wrs(2048))
 	r.rx.Kick()
 	second := packet(0, 0, 0, 0, ethFrame(100, 2))
 	r.tap.inject(t, second)
-	if u := r.waitUsed(r.rx, 1); u[0].ID != uint32(p.head) || u[0].Len != uint32(len(second)) {
+	if u := r.waitUsed(r.rx, 1); u[0].ID != uint32(p.Head) || u[0].Len != uint32(len(second)) {
 		t.Fatalf("used %+v", u)
 	}
-	if got := r.d.Mem(p.addrs[0]+hdrSize, 100); !bytes.Equal(got, second[hdrSize:]) {
+	if got := r.d.Mem(p.Addrs[0]+hdrSize, 100); !bytes.Equal(got, second[hdrSize:]) {
 		t.Fatal("the frame from before the reset was delivered")
 	}
 }

@@ -104,7 +104,7 @@ func TestRealTap(t *testing.T) {
 
 	// Host → guest. A few buffers, in case the kernel sends something of
 	// its own first.
-	var posted []posted
+	var posted []virtiotest.Posted
 	for i := 0; i < 4; i++ {
 		posted = append(posted, r.post(r.rx, wrs(2048)))
 	}

@@ -3,6 +3,7 @@ package rng
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"godwit/devices/virtio"
@@ -143,4 +144,55 @@ func TestRestoreConfigState(t *testing.T) {
 			t.Errorf("%s: err = %v", tt.name, err)
 		}
 	}
+}
+
+// FuzzTransportRestore restores arbitrary bytes into a transport whose
+// entropy device holds a prior state (see virtiotest.FuzzRestore).
+func FuzzTransportRestore(f *testing.F) {
+	virtiotest.FuzzRestore(f, virtiotest.Suite{Exercise: exercise}, func(testing.TB) virtio.Device { return New() })
+}
+
+// FuzzProcessQueue runs the request queue over a ring a hostile driver
+// built (virtiotest.FuzzRing, without INDIRECT so that the writable
+// ranges are known): any error breaks the queue, the device uses no more
+// chains than were available, reports no more bytes than the chain's
+// writable buffers hold, and writes guest memory only inside them.
+func FuzzProcessQueue(f *testing.F) {
+	var seed []byte
+	seed = append(seed, virtiotest.FuzzDesc(0, 64, 3, 1)...)
+	seed = append(seed, virtiotest.FuzzDesc(64, 32, 2, 0)...)
+	seed = append(seed, virtiotest.FuzzDesc(4096, 4096, 2, 0)...)
+	seed = append(seed, virtiotest.FuzzDesc(0xfff0, 0x40, 0x82, 0)...)
+	seed = append(seed, make([]byte, 6*12)...)
+	seed = append(seed, 3, 0, 2, 3)
+	f.Add(seed)
+	f.Add(append(seed[:6*16], 2, 7, 7))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dev := New()
+		r := virtiotest.NewRig(t, dev, ^uint64(0), virtiotest.FuzzDescs)
+		if err := r.M.Transport.Pause(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		q := r.Queues[0]
+		avail, writable := virtiotest.FuzzRing(q, data, virtiotest.DescNext|virtiotest.DescWrite)
+		before := append([]byte(nil), r.D.Mem(virtiotest.FuzzArea, virtiotest.FuzzAreaSize)...)
+		err := dev.ProcessQueue(0)
+		if err != nil && !errors.Is(err, virtio.ErrQueueBroken) {
+			t.Fatalf("error does not break the queue: %v", err)
+		}
+		used := q.TakeUsed()
+		if len(used) > avail {
+			t.Fatalf("%d used entries with %d chains available", len(used), avail)
+		}
+		var room uint64
+		for _, w := range writable {
+			room += w[1] - w[0]
+		}
+		for _, u := range used {
+			if uint64(u.Len) > room {
+				t.Fatalf("used length %d, the writable descriptors hold %d bytes", u.Len, room)
+			}
+		}
+		virtiotest.CheckFuzzAreaWrites(t, r.D, before, writable)
+	})
 }

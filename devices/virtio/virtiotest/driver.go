@@ -202,6 +202,7 @@ type Queue struct {
 	Size               uint16
 	Desc, Avail, Used  uint64
 	AvailIdx, LastUsed uint16
+	nextDesc           uint16 // next free descriptor for Post
 }
 
 // SetupQueue configures queue i with size entries and MSI-X vector

@@ -4,6 +4,7 @@
 # "godwit boot sector: protected mode OK" to COM1 (0x3f8) from 32-bit code,
 # then asks the i8042 to pulse the reset line (godwit stops cleanly on it).
 # Build: see build.sh.
+	.include "pm32.inc"
 	.code16
 	.globl _start
 _start:
@@ -12,19 +13,7 @@ _start:
 	movw %ax, %ds
 	movw %ax, %ss
 	movw $0x7c00, %sp
-	lgdtl gdt_desc
-	movl %cr0, %eax
-	orl $1, %eax
-	movl %eax, %cr0
-	ljmpl $0x08, $pm32
-
-	.code32
-pm32:
-	movw $0x10, %ax
-	movw %ax, %ds
-	movw %ax, %es
-	movw %ax, %ss
-	movl $0x7c00, %esp
+	ENTER_PM32
 	movl $msg, %esi
 next:
 	movb (%esi), %bl
@@ -47,14 +36,7 @@ halt:
 	hlt
 	jmp halt
 
-	.p2align 3
-gdt:
-	.quad 0
-	.quad 0x00cf9a000000ffff	# 0x08: flat 32-bit code
-	.quad 0x00cf92000000ffff	# 0x10: flat 32-bit data
-gdt_desc:
-	.word gdt_desc - gdt - 1
-	.long gdt
+	FLAT_GDT
 msg:
 	.asciz "godwit boot sector: protected mode OK\r\n"
 
