@@ -2,10 +2,8 @@ package migrate_test
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"math/rand/v2"
-	"sync"
 	"testing"
 
 	"godwit/migrate"
@@ -67,33 +65,8 @@ func BenchmarkEngineVsTCP(b *testing.B) {
 				b.Fatal(err)
 			}
 			tt.fill(ram)
-			f := &migratetest.Factory{CleanTargets: true}
-			var wire uint64
 			b.SetBytes(engineBenchSize)
-			for b.Loop() {
-				src, dst := tcpPair(b)
-				var wg sync.WaitGroup
-				wg.Add(1)
-				var tgt migrate.Target
-				var derr error
-				go func() {
-					defer wg.Done()
-					tgt, _, derr = migrate.Receive(context.Background(), dst, f.New, migrate.ReceiveOptions{AssumeZeroed: true})
-				}()
-				st, err := migrate.Send(context.Background(), src, vm, migrate.Options{Compression: tt.comp})
-				wg.Wait()
-				if err != nil || derr != nil {
-					b.Fatalf("Send: %v; Receive: %v", err, derr)
-				}
-				wire += st.TransferredBytes
-				b.StopTimer()
-				tgt.(*migratetest.Target).Close()
-				src.Close()
-				dst.Close()
-				vm.Resume(context.Background())
-				b.StartTimer()
-			}
-			b.ReportMetric(float64(wire)/1e6/b.Elapsed().Seconds(), "wire-MB/s")
+			benchMigrations(b, vm, tt.comp)
 		})
 	}
 }

@@ -362,65 +362,61 @@ func TestINTxFallbackAndISR(t *testing.T) {
 	}
 }
 
-func TestPauseHoldsNotifications(t *testing.T) {
-	s := &sink{}
-	m := virtiotest.NewMachine(t, s)
-	d := virtiotest.NewDriver(t, m)
-	qs := virtiotest.Activate(t, virtiotest.Suite{QueueSize: 8}, d)
-	if err := m.Transport.Pause(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	q := qs[0]
-	q.SetDesc(0, d.Alloc(8, 8), 8, virtiotest.DescWrite, 0)
-	q.Publish(0)
-	q.Kick()
-	// The worker is stopped, so nothing can have consumed the chain.
-	if idx := q.UsedIdx(); idx != 0 {
-		t.Fatalf("processed while paused: used idx %d", idx)
-	}
-	s.mu.Lock()
-	paused := s.paused
-	s.mu.Unlock()
-	if paused != 1 {
-		t.Errorf("device Pause calls outstanding = %d, want 1", paused)
-	}
-	if err := m.Transport.Resume(); err != nil {
-		t.Fatal(err)
-	}
-	d.WaitMSI(1)
-	if used := q.TakeUsed(); len(used) != 1 {
-		t.Errorf("used after resume: %+v", used)
-	}
-}
-
-// TestRestoreServicesQueues: a chain the driver published before the
-// state was saved, whose notification the source never passed on (it
-// arrived while pausing), is serviced after the restore without a new
-// notification.
-func TestRestoreServicesQueues(t *testing.T) {
-	s := &sink{}
-	m := virtiotest.NewMachine(t, s)
-	d := virtiotest.NewDriver(t, m)
-	qs := virtiotest.Activate(t, virtiotest.Suite{QueueSize: 8}, d)
-	if err := m.Transport.Pause(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	q := qs[1]
-	q.SetDesc(0, d.Alloc(8, 8), 8, virtiotest.DescWrite, 0)
-	q.Publish(0) // no Kick: the notification was lost
-	state, err := m.Transport.SaveState()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Transport.RestoreState(state); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Transport.Resume(); err != nil {
-		t.Fatal(err)
-	}
-	d.WaitMSI(2)
-	if used := q.TakeUsed(); len(used) != 1 {
-		t.Errorf("used after restore and resume: %+v", used)
+// TestPauseKeepsQueuedWork: a chain the driver publishes while the
+// transport is paused is serviced on resume, whether its notification
+// arrived while paused (kept) or never reached the device before the state
+// was saved and restored (every queue is serviced once after a restore).
+func TestPauseKeepsQueuedWork(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		queue   int
+		kick    bool // the notification arrives while paused
+		restore bool // save and restore the state before resuming
+	}{
+		{"notified while paused", 0, true, false},
+		{"notification lost, restored", 1, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &sink{}
+			m := virtiotest.NewMachine(t, s)
+			d := virtiotest.NewDriver(t, m)
+			qs := virtiotest.Activate(t, virtiotest.Suite{QueueSize: 8}, d)
+			if err := m.Transport.Pause(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			q := qs[tt.queue]
+			q.SetDesc(0, d.Alloc(8, 8), 8, virtiotest.DescWrite, 0)
+			q.Publish(0)
+			if tt.kick {
+				q.Kick()
+			}
+			// The worker is stopped, so nothing can have consumed the chain.
+			if idx := q.UsedIdx(); idx != 0 {
+				t.Fatalf("processed while paused: used idx %d", idx)
+			}
+			s.mu.Lock()
+			paused := s.paused
+			s.mu.Unlock()
+			if paused != 1 {
+				t.Errorf("device Pause calls outstanding = %d, want 1", paused)
+			}
+			if tt.restore {
+				state, err := m.Transport.SaveState()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := m.Transport.RestoreState(state); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := m.Transport.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			d.WaitMSI(tt.queue + 1)
+			if used := q.TakeUsed(); len(used) != 1 {
+				t.Errorf("used after resume: %+v", used)
+			}
+		})
 	}
 }
 
