@@ -9,6 +9,11 @@
 #                 (default: all), e.g. FUZZ_MATCH='migrate |FuzzPCI'
 #   FUZZ_PARALLEL fuzzing workers per target (default: go's, GOMAXPROCS)
 #   FUZZ_SUMMARY  file to write the table to as well (markdown)
+#   FUZZ_MINIMIZE -fuzzminimizetime (default 0: report a failing input as
+#                 found). Go drops a failure whose minimization is still
+#                 running when FUZZTIME ends and reports PASS, so minimize
+#                 only with time to spare, e.g. FUZZ_MINIMIZE=30s for a
+#                 long run.
 #
 # CI runs a short pass (.ci/run: FUZZTIME=5s within the time left). The
 # long run, for a change to a decoder or before a release, is
@@ -28,6 +33,7 @@ FUZZ_BUDGET=${FUZZ_BUDGET:-0}
 FUZZ_MATCH=${FUZZ_MATCH:-.}
 FUZZ_PARALLEL=${FUZZ_PARALLEL:-}
 FUZZ_SUMMARY=${FUZZ_SUMMARY:-}
+FUZZ_MINIMIZE=${FUZZ_MINIMIZE:-0}
 
 # `go test -list` prints a package's matching names, then its "ok  <pkg>" line.
 list=$(go test -list '^Fuzz' ./...)
@@ -58,7 +64,7 @@ for entry in "${targets[@]}"; do
 	step "fuzz $pkg $name"
 	t0=$SECONDS
 	status=ok
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "$pkg" 2>&1 | tee "$log" >&2; then
+	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZ_MINIMIZE" "${parallel[@]}" "$pkg" 2>&1 | tee "$log" >&2; then
 		if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written to' "$log"; then
 			# Go before 1.27 (golang/go#75804): a worker still busy when
 			# -fuzztime expires fails the run with this error and no

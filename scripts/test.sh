@@ -93,7 +93,7 @@ run_integration() {
 # three times within the stage's 20 minutes, with every test that has not
 # passed yet (so a nested host that died mid-run still runs the rest);
 # each retry is reported loudly, and any other failure fails at once.
-known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|nested host wedged|FAIL: timeout after|Kernel panic'
+known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|nested host wedged|FAIL: timeout after|Kernel panic|did not answer in time'
 # passed_tests prints the top-level tests that passed in any run so far.
 passed_tests() {
 	grep -ohE '^--- PASS: Test[A-Za-z0-9_]+' "$@" | awk '{print $3}' | sort -u
