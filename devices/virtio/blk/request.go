@@ -80,6 +80,13 @@ func parseRequest(mem *memory.Memory, c *virtio.Chain) (*request, error) {
 			break
 		}
 	}
+	// A status the device could not write would break the queue only
+	// after the request ran (and a write changed the image): check it
+	// first. (The chain parser keeps buffers inside RAM; this holds for
+	// any chain.)
+	if !mem.Contains(status, 1) {
+		return nil, errFraming(c.Head, "status byte at %#x outside guest RAM", status)
+	}
 	return &request{
 		typ:    binary.LittleEndian.Uint32(hdr[0:]),
 		sector: binary.LittleEndian.Uint64(hdr[8:]),

@@ -59,3 +59,32 @@ func FuzzRestore(f *testing.F, s Suite, newDev func(tb testing.TB) virtio.Device
 		}
 	})
 }
+
+// CheckConfigRestore restores b into dev's own state and checks the
+// contract of virtio.Device.RestoreConfigState: a refusal wraps
+// devices.ErrInvalidState and leaves SaveConfigState as it was, and an
+// accepted state saves back byte for byte. It reports whether dev took b.
+func CheckConfigRestore(t testing.TB, dev virtio.Device, b []byte) bool {
+	t.Helper()
+	before, err := dev.SaveConfigState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.RestoreConfigState(b); err != nil {
+		if !errors.Is(err, devices.ErrInvalidState) {
+			t.Fatalf("refusal %v does not wrap ErrInvalidState", err)
+		}
+		if now, _ := dev.SaveConfigState(); !bytes.Equal(now, before) {
+			t.Fatal("a refused restore changed the device")
+		}
+		return false
+	}
+	again, err := dev.SaveConfigState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, b) {
+		t.Fatalf("accepted %x, saves %x", b, again)
+	}
+	return true
+}
