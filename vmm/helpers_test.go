@@ -2,6 +2,7 @@ package vmm
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"godwit/migrate"
+	"godwit/vmm/kvm"
 	"godwit/vmm/memory"
 )
 
@@ -144,6 +146,22 @@ func checkSavesSame(t *testing.T, v *VM, sections []migrate.Section) {
 	}) {
 		t.Fatal("restored state saves differently")
 	}
+}
+
+// newKVMTestVM creates (but does not start) a VM with cfg on /dev/kvm,
+// skipping the test where KVM is missing or not permitted; the VM is
+// closed when the test ends.
+func newKVMTestVM(t *testing.T, cfg Config) *VM {
+	t.Helper()
+	v, err := New(cfg)
+	if errors.Is(err, kvm.ErrNoKVM) || errors.Is(err, kvm.ErrKVMPermission) {
+		t.Skipf("needs /dev/kvm: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
 }
 
 // closeTwice closes v's devices twice, as VM.Close may.

@@ -359,14 +359,7 @@ func cfgWrite(t *testing.T, v *VM, slot, reg int, val uint32) {
 // on /dev/kvm and checks that its queues got ioeventfds and that Close
 // releases them. It skips without /dev/kvm.
 func TestNotifiersOnKVM(t *testing.T) {
-	v, err := New(Config{CPUs: 1, MemoryBytes: 64 << 20, RNG: true, Serial: SerialConfig{Mode: "none"}, Log: quietLog()})
-	if errors.Is(err, kvm.ErrNoKVM) || errors.Is(err, kvm.ErrKVMPermission) {
-		t.Skipf("needs /dev/kvm: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := newKVMTestVM(t, Config{CPUs: 1, MemoryBytes: 64 << 20, RNG: true, Serial: SerialConfig{Mode: "none"}, Log: quietLog()})
 	if n, err := v.sys.CheckExtension(kvm.CapIOEventFD); err != nil || n == 0 {
 		t.Skipf("no KVM_CAP_IOEVENTFD: %d, %v", n, err)
 	}

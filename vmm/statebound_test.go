@@ -1,11 +1,9 @@
 package vmm
 
 import (
-	"errors"
 	"testing"
 
 	"godwit/migrate"
-	"godwit/vmm/kvm"
 )
 
 // TestStateBoundCoversSavedState creates a VM on /dev/kvm (skipped
@@ -13,14 +11,7 @@ import (
 // migration does and checks that the bound the destination would apply
 // holds it, and that the bound stays far below migrate.MaxStateSize.
 func TestStateBoundCoversSavedState(t *testing.T) {
-	v, err := New(Config{CPUs: 2, MemoryBytes: 64 << 20, RNG: true, Serial: SerialConfig{Mode: "none"}, Log: quietLog()})
-	if errors.Is(err, kvm.ErrNoKVM) || errors.Is(err, kvm.ErrKVMPermission) {
-		t.Skipf("needs /dev/kvm: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	v := newKVMTestVM(t, Config{CPUs: 2, MemoryBytes: 64 << 20, RNG: true, Serial: SerialConfig{Mode: "none"}, Log: quietLog()})
 	// The vCPUs never ran: as quiet as paused ones.
 	v.runMu.Lock()
 	v.state = "paused"

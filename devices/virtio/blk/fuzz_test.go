@@ -84,9 +84,16 @@ func FuzzRequest(f *testing.F) {
 			t.Fatal(err)
 		}
 		c := fuzzChain(layout)
+		// The header as the device reads it: the first 16 readable
+		// bytes, across buffers (best effort, for the checks).
 		var hdr [headerSize]byte
-		if len(c.Readable) > 0 {
-			mem.Read(c.Readable[0].Addr, hdr[:]) // best effort, for the checks
+		pos := 0
+		for _, b := range c.Readable {
+			n := min(int(b.Len), headerSize-pos)
+			mem.Read(b.Addr, hdr[pos:pos+n])
+			if pos += n; pos == headerSize {
+				break
+			}
 		}
 		used, err := d.serve(mem, c, writeThrough)
 

@@ -197,26 +197,24 @@ func (d *Disk) write(mem *memory.Memory, r *request, writeThrough bool) (byte, e
 		return StatusIOErr, nil
 	}
 	off := r.sector * SectorSize
-	if v, ok := d.img.(vectored); ok {
-		bufs := make([][]byte, 0, len(r.out))
-		for _, b := range r.out {
-			src, err := mem.Slice(b.Addr, uint64(b.Len))
-			if err != nil {
-				return 0, err
-			}
-			bufs = append(bufs, src)
+	// Every buffer is resolved before anything is written: a request
+	// with a buffer outside guest RAM fails with the image untouched.
+	bufs := make([][]byte, 0, len(r.out))
+	for _, b := range r.out {
+		src, err := mem.Slice(b.Addr, uint64(b.Len))
+		if err != nil {
+			return 0, err
 		}
+		bufs = append(bufs, src)
+	}
+	if v, ok := d.img.(vectored); ok {
 		n, err := v.WriteVAt(bufs, int64(off))
 		d.written.Mark(off, uint64(n))
 		if err != nil || uint64(n) != r.outLen {
 			return StatusIOErr, nil
 		}
 	} else {
-		for _, b := range r.out {
-			src, err := mem.Slice(b.Addr, uint64(b.Len))
-			if err != nil {
-				return 0, err
-			}
+		for _, src := range bufs {
 			n, err := d.img.WriteAt(src, int64(off))
 			d.written.Mark(off, uint64(n))
 			off += uint64(n)

@@ -24,15 +24,7 @@
 	.set CMD_DISK, 0x80001004	# bus 0, device 2, command register
 
 	.include "pm32.inc"
-	.code16
-	.globl _start
-_start:
-	cli
-	xorw %ax, %ax
-	movw %ax, %ds
-	movw %ax, %es
-	movw %ax, %ss
-	movw $0x7c00, %sp
+	START16
 
 	# 1. Unhandled ports.
 	movw $0x200, %dx

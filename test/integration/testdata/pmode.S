@@ -5,14 +5,7 @@
 # then asks the i8042 to pulse the reset line (godwit stops cleanly on it).
 # Build: see build.sh.
 	.include "pm32.inc"
-	.code16
-	.globl _start
-_start:
-	cli
-	xorw %ax, %ax
-	movw %ax, %ds
-	movw %ax, %ss
-	movw $0x7c00, %sp
+	START16
 	ENTER_PM32
 	movl $msg, %esi
 next:
