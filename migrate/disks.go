@@ -299,38 +299,12 @@ func (s *diskSink) prepare(p []byte, b *preparedDiskBatch) (uint64, error) {
 	if first >= blocks || uint64(count) > blocks-first {
 		return 0, protoErr("DISK_BATCH blocks [%d, +%d) outside disk %d (%d blocks)", first, count, disk, blocks)
 	}
-	bmBytes := int(count+7) / 8
-	present := d.take(bmBytes)
-	zero := d.take(bmBytes)
-	if d.err != nil {
-		return 0, d.err
+	present, zero, n, err := batchBitmaps(&d, count, "DISK_BATCH", "block")
+	if err != nil {
+		return 0, err
 	}
-	if spare := uint(count % 8); spare != 0 {
-		mask := byte(0xff) << spare
-		if present[bmBytes-1]&mask != 0 || zero[bmBytes-1]&mask != 0 {
-			return 0, protoErr("DISK_BATCH bitmap has bits past its %d blocks", count)
-		}
-	}
-	var n uint64
-	for i := range present {
-		if zero[i]&^present[i] != 0 {
-			return 0, protoErr("DISK_BATCH marks a block zero that is not present")
-		}
-		n += uint64(bits.OnesCount8(present[i]))
-	}
-	if n == 0 {
-		return 0, protoErr("DISK_BATCH carries no blocks")
-	}
-	round := s.round[disk]
-	for i := 0; i < int(count); i++ {
-		if present[i/8]&(1<<(i%8)) == 0 {
-			continue
-		}
-		bn := first + uint64(i)
-		if round[bn/64]&(1<<(bn%64)) != 0 {
-			return 0, protoErr("block %d of disk %d sent twice in one round", bn, disk)
-		}
-		round[bn/64] |= 1 << (bn % 64)
+	if bn, dup := markRound(s.round[disk], present, first, count); dup {
+		return 0, protoErr("block %d of disk %d sent twice in one round", bn, disk)
 	}
 	s.touched[disk] = true
 	*b = preparedDiskBatch{disk: s.disks[disk], index: disk, size: s.sizes[disk], first: first, count: int(count),

@@ -242,39 +242,13 @@ func (s *batchSink) prepare(p []byte, b *preparedBatch) (uint64, error) {
 	if first >= pages || uint64(count) > pages-first {
 		return 0, protoErr("PAGE_BATCH pages [%d, +%d) outside region %d (%d pages)", first, count, region, pages)
 	}
-	bmBytes := int(count+7) / 8
-	present := d.take(bmBytes)
-	zero := d.take(bmBytes)
-	if d.err != nil {
-		return 0, d.err
-	}
-	if spare := uint(count % 8); spare != 0 {
-		mask := byte(0xff) << spare
-		if present[bmBytes-1]&mask != 0 || zero[bmBytes-1]&mask != 0 {
-			return 0, protoErr("PAGE_BATCH bitmap has bits past its %d pages", count)
-		}
-	}
-	nonEmpty := false
-	for i := range present {
-		if zero[i]&^present[i] != 0 {
-			return 0, protoErr("PAGE_BATCH marks a page zero that is not present")
-		}
-		nonEmpty = nonEmpty || present[i] != 0
-	}
-	if !nonEmpty {
-		return 0, protoErr("PAGE_BATCH carries no pages")
+	present, zero, _, err := batchBitmaps(&d, count, "PAGE_BATCH", "page")
+	if err != nil {
+		return 0, err
 	}
 	seen, round, written := s.seen[region], s.round[region], s.written[region]
-	for i := 0; i < int(count); i++ {
-		if present[i/8]&(1<<(i%8)) == 0 {
-			continue
-		}
-		pn := first + uint64(i)
-		w, bit := pn/64, uint64(1)<<(pn%64)
-		if round[w]&bit != 0 {
-			return 0, protoErr("page %d of region %d sent twice in one round", pn, region)
-		}
-		round[w] |= bit
+	if pn, dup := markRound(round, present, first, count); dup {
+		return 0, protoErr("page %d of region %d sent twice in one round", pn, region)
 	}
 	// Only a valid batch changes the bitmaps (a batch that repeats a
 	// page fails the migration, so the round bits set above are moot).
@@ -436,4 +410,53 @@ func nextBatch(bm []uint64, pages uint64, pos *uint64, b *batch) bool {
 	}
 	*pos = p + uint64(b.count)
 	return true
+}
+
+// batchBitmaps reads the present and zero bitmaps of a batch of count
+// units (pages or blocks) from d and checks them: no bit past count, zero
+// only where present, at least one unit present. It returns the bitmaps
+// (aliasing d's bytes) and how many units are present. frame and unit
+// name the batch in errors.
+func batchBitmaps(d *decoder, count uint32, frame, unit string) (present, zero []byte, n uint64, err error) {
+	bmBytes := int(count+7) / 8
+	present = d.take(bmBytes)
+	zero = d.take(bmBytes)
+	if d.err != nil {
+		return nil, nil, 0, d.err
+	}
+	if spare := uint(count % 8); spare != 0 {
+		mask := byte(0xff) << spare
+		if present[bmBytes-1]&mask != 0 || zero[bmBytes-1]&mask != 0 {
+			return nil, nil, 0, protoErr("%s bitmap has bits past its %d %ss", frame, count, unit)
+		}
+	}
+	for i := range present {
+		if zero[i]&^present[i] != 0 {
+			return nil, nil, 0, protoErr("%s marks a %s zero that is not present", frame, unit)
+		}
+		n += uint64(bits.OnesCount8(present[i]))
+	}
+	if n == 0 {
+		return nil, nil, 0, protoErr("%s carries no %ss", frame, unit)
+	}
+	return present, zero, n, nil
+}
+
+// markRound sets in round the bit of unit first+i for every unit i of a
+// batch's present bitmap (count units). It stops at a unit whose bit the
+// round already has and returns it with dup true: a batch that repeats a
+// unit fails the migration, so the bits set before it are moot.
+func markRound(round []uint64, present []byte, first uint64, count uint32) (unit uint64, dup bool) {
+	for i := 0; i < int(count); i++ {
+		if present[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		u := first + uint64(i)
+		w, bit := u/64, uint64(1)<<(u%64)
+		if round[w]&bit != 0 {
+			return u, true
+		}
+		round[w] |= bit
+	}
+	return 0, false
 }
