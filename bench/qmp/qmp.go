@@ -107,6 +107,37 @@ func Dial(ctx context.Context, addr string) (*Client, error) {
 	return c, nil
 }
 
+// ErrExited is DialWhenReady's error when the QEMU process exits before
+// its QMP socket accepts.
+var ErrExited = errors.New("QEMU exited before its QMP socket accepted")
+
+// DialWhenReady dials addr (see Dial) until QEMU's QMP socket accepts,
+// backing off from 10 ms to 500 ms between attempts, and gives up when
+// exited is closed (ErrExited, wrapped with the last dial error) or after
+// timeout (ctx's error, likewise).
+func DialWhenReady(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) (*Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	backoff := 10 * time.Millisecond
+	for {
+		c, err := Dial(ctx, addr)
+		if err == nil {
+			return c, nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-exited:
+			t.Stop()
+			return nil, fmt.Errorf("%w (last error: %v)", ErrExited, err)
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("QMP socket %s: %w (last error: %v)", addr, ctx.Err(), err)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
 // NewClient runs the QMP handshake on conn (greeting, qmp_capabilities)
 // within ctx and returns the client, which owns conn from then on.
 func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {

@@ -381,3 +381,53 @@ func TestTerminalAndEventStatus(t *testing.T) {
 		t.Error("malformed MIGRATION data accepted")
 	}
 }
+
+// TestDialWhenReady: a socket that starts listening after the first
+// attempts is reached; a process that exits first gives ErrExited; a
+// socket that never appears gives the deadline's error.
+func TestDialWhenReady(t *testing.T) {
+	t.Run("socket appears", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "qmp")
+		type result struct {
+			c   *Client
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			c, err := DialWhenReady(testCtx(t), path, nil, time.Minute)
+			res <- result{c, err}
+		}()
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		conn, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &fakeServer{t: t, conn: conn, handle: func(command) []map[string]any {
+			return []map[string]any{{"return": map[string]any{}}}
+		}, got: make(chan string, 64)}
+		go f.serve()
+		r := <-res
+		if r.err != nil {
+			t.Fatalf("DialWhenReady: %v", r.err)
+		}
+		r.c.Close()
+	})
+	t.Run("process exited", func(t *testing.T) {
+		exited := make(chan struct{})
+		close(exited)
+		_, err := DialWhenReady(testCtx(t), filepath.Join(t.TempDir(), "none"), exited, time.Minute)
+		if !errors.Is(err, ErrExited) {
+			t.Fatalf("err = %v, want ErrExited", err)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		_, err := DialWhenReady(testCtx(t), filepath.Join(t.TempDir(), "none"), nil, 50*time.Millisecond)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want a deadline error", err)
+		}
+	})
+}

@@ -504,26 +504,14 @@ func QEMUParameters(downtimeMs int64) map[string]any {
 // dialQMP connects to a QEMU's QMP socket once it accepts, giving up when
 // the process exits or after timeout.
 func dialQMP(ctx context.Context, path string, pr *proc, timeout time.Duration) (*qmp.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	backoff := 10 * time.Millisecond
-	for {
-		c, err := qmp.Dial(ctx, path)
-		if err == nil {
-			return c, nil
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-pr.done:
-			t.Stop()
-			return nil, fmt.Errorf("%s exited (%v) before its QMP socket accepted; stderr: %s", pr.name, pr.err, pr.stderrTail())
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("%s: QMP socket %s: %w (last error: %v)", pr.name, path, ctx.Err(), err)
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
+	c, err := qmp.DialWhenReady(ctx, path, pr.done, timeout)
+	switch {
+	case errors.Is(err, qmp.ErrExited):
+		return nil, fmt.Errorf("%s exited (%v) before its QMP socket accepted; stderr: %s", pr.name, pr.err, pr.stderrTail())
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", pr.name, err)
 	}
+	return c, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"godwit/bench/qmp"
 )
 
 // tickNum parses a guest "tick N" line.
@@ -274,14 +277,17 @@ func runQEMU(c *config, v variant) (res result, err error) {
 	defer os.RemoveAll(dir)
 	srcQMP, dstQMP := dir+"/src.qmp", dir+"/dst.qmp"
 	var src, dst *proc
-	var sq, dq *qmp
+	var sq, dq *qmp.Client
 	defer func() {
 		if err != nil {
 			src.dump(40)
 			dst.dump(40)
 		}
-		sq.close()
-		dq.close()
+		for _, q := range []*qmp.Client{sq, dq} {
+			if q != nil {
+				q.Close()
+			}
+		}
 		src.kill()
 		dst.kill()
 	}()
@@ -309,25 +315,25 @@ func runQEMU(c *config, v variant) (res result, err error) {
 	}
 	// QMP answers from the main loop, which starts after the incoming
 	// listener is set up: once it answers, the destination is ready.
-	if dq, err = dialQMP(dstQMP, c.stepTimeout, dst.done); err != nil {
-		return res, err
+	if dq, err = qmp.DialWhenReady(context.Background(), dstQMP, dst.done, c.stepTimeout); err != nil {
+		return res, fmt.Errorf("%s: %w", dst.name, err)
 	}
-	if sq, err = dialQMP(srcQMP, c.stepTimeout, src.done); err != nil {
-		return res, err
+	if sq, err = qmp.DialWhenReady(context.Background(), srcQMP, src.done, c.stepTimeout); err != nil {
+		return res, fmt.Errorf("%s: %w", src.name, err)
 	}
-	if _, err = sq.do("migrate-set-parameters", map[string]any{
+	if _, err = qmpDo(sq, "migrate-set-parameters", map[string]any{
 		"max-bandwidth": c.qemuBandwidth, "downtime-limit": c.downtimeMs,
 	}, 10*time.Second); err != nil {
 		return res, err
 	}
-	if _, err = sq.do("migrate", map[string]any{"uri": uri}, 10*time.Second); err != nil {
+	if _, err = qmpDo(sq, "migrate", map[string]any{"uri": uri}, 10*time.Second); err != nil {
 		return res, err
 	}
 	deadline := time.Now().Add(c.migrateTimeout)
 	var m qemuMigration
 	var raw json.RawMessage
 	for {
-		raw, err = sq.do("query-migrate", nil, 10*time.Second)
+		raw, err = qmpDo(sq, "query-migrate", nil, 10*time.Second)
 		if err != nil {
 			return res, err
 		}
@@ -339,7 +345,7 @@ func runQEMU(c *config, v variant) (res result, err error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			_, _ = sq.do("migrate_cancel", nil, 10*time.Second)
+			_, _ = qmpDo(sq, "migrate_cancel", nil, 10*time.Second)
 			return res, fmt.Errorf("QEMU migration still %q: %w after %s", m.Status, errTimeout, c.migrateTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -355,8 +361,8 @@ func runQEMU(c *config, v variant) (res result, err error) {
 	if err = waitLaterTick(c, dst, last); err != nil {
 		return res, err
 	}
-	for _, q := range []*qmp{sq, dq} {
-		_, _ = q.do("quit", nil, 5*time.Second) // the reply may be lost as QEMU exits
+	for _, q := range []*qmp.Client{sq, dq} {
+		_, _ = qmpDo(q, "quit", nil, 5*time.Second) // the reply may be lost as QEMU exits
 	}
 	for _, p := range []*proc{src, dst} {
 		if werr := p.wait(c.stepTimeout); werr != nil {
@@ -364,4 +370,26 @@ func runQEMU(c *config, v variant) (res result, err error) {
 		}
 	}
 	return res, nil
+}
+
+// qmpDo runs one QMP command with a timeout for its reply.
+func qmpDo(q *qmp.Client, cmd string, args any, timeout time.Duration) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return q.Execute(ctx, cmd, args)
+}
+
+// qemuMigration is the part of query-migrate's reply the benchmark reads.
+type qemuMigration struct {
+	Status    string  `json:"status"`
+	TotalTime float64 `json:"total-time"`
+	Downtime  float64 `json:"downtime"`
+	SetupTime float64 `json:"setup-time"`
+	ErrorDesc string  `json:"error-desc"`
+	RAM       struct {
+		Transferred    uint64 `json:"transferred"`
+		DirtySyncCount int    `json:"dirty-sync-count"`
+		Duplicate      uint64 `json:"duplicate"`
+		Normal         uint64 `json:"normal"`
+	} `json:"ram"`
 }
