@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	virtionet "godwit/devices/virtio/net"
+	"godwit/internal/remap"
 	"godwit/migrate"
 	"godwit/migrate/storage"
 	"godwit/test/guest"
@@ -283,19 +283,12 @@ func incomingDisks(src []MigrationDisk, diskMap map[string]string) ([]DiskConfig
 		}
 		out = append(out, DiskConfig{Path: path, ReadOnly: d.ReadOnly})
 	}
-	var unused []string
-	for k := range diskMap {
-		if !used[k] {
-			unused = append(unused, k)
-		}
+	var have []string
+	for _, d := range src {
+		have = append(have, d.Path)
 	}
-	if len(unused) > 0 {
-		slices.Sort(unused)
-		var have []string
-		for _, d := range src {
-			have = append(have, d.Path)
-		}
-		return nil, fmt.Errorf("--disk-map %q: the source VM has no such disk (its disks: %q)", unused, have)
+	if err := remap.Unused("--disk-map", "disk", diskMap, used, have); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -342,19 +335,12 @@ func incomingNets(src []MigrationNet, tapMap map[string]string) ([]NetConfig, er
 			nets[i].Tap = t
 		}
 	}
-	var unused []string
-	for k := range tapMap {
-		if !used[k] {
-			unused = append(unused, k)
-		}
+	var have []string
+	for _, n := range src {
+		have = append(have, n.Tap)
 	}
-	if len(unused) > 0 {
-		slices.Sort(unused)
-		var have []string
-		for _, n := range src {
-			have = append(have, n.Tap)
-		}
-		return nil, fmt.Errorf("--tap-map %q: the source VM has no such tap (its taps: %q)", unused, have)
+	if err := remap.Unused("--tap-map", "tap", tapMap, used, have); err != nil {
+		return nil, err
 	}
 	if err := checkNets(nets); err != nil {
 		return nil, fmt.Errorf("--tap-map: %w", err)

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"godwit/internal/remap"
 )
 
 // Want is one disk a destination receives, as the source described it.
@@ -71,19 +72,12 @@ func Place(wants []Want, o PlaceOptions) ([]string, error) {
 		}
 		paths[i] = filepath.Join(o.Dir, base)
 	}
-	var unused []string
-	for k := range o.Map {
-		if !used[k] {
-			unused = append(unused, k)
-		}
+	var have []string
+	for _, w := range wants {
+		have = append(have, w.Source)
 	}
-	if len(unused) > 0 {
-		slices.Sort(unused)
-		var have []string
-		for _, w := range wants {
-			have = append(have, w.Source)
-		}
-		return nil, fmt.Errorf("--disk-map %q: the source VM has no such disk (its disks: %q)", unused, have)
+	if err := remap.Unused("--disk-map", "disk", o.Map, used, have); err != nil {
+		return nil, err
 	}
 	seen := map[string]int{}
 	for i, p := range paths {
