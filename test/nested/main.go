@@ -52,6 +52,7 @@ type options struct {
 	mem      int
 	smp      int
 	timeout  time.Duration
+	silence  time.Duration
 	withQemu bool
 	printEnv bool
 	cache    string
@@ -77,6 +78,7 @@ func realMain() int {
 	fs.IntVar(&o.mem, "mem", 4096, "nested host memory in `MiB`")
 	fs.IntVar(&o.smp, "smp", 2, "nested host vCPUs")
 	fs.DurationVar(&o.timeout, "timeout", 25*time.Minute, "kill QEMU after this long")
+	fs.DurationVar(&o.silence, "silence", 0, "treat the nested host as wedged and stop it when its console prints nothing for this long (0: never)")
 	fs.BoolVar(&o.withQemu, "with-qemu", false, "also copy Debian's qemu-system-x86_64 (libraries, firmware) into the nested host")
 	fs.BoolVar(&o.printEnv, "print-env", false, "prepare the guest kernel and initramfs only and print GODWIT_KERNEL/GODWIT_INITRD as shell exports")
 	fs.StringVar(&o.cache, "cache", defaultCache(), "asset cache `dir` (env GODWIT_CACHE)")

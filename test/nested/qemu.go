@@ -69,11 +69,23 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 	stopWatch := make(chan struct{})
 	defer close(stopWatch)
 	go func() {
-		select {
-		case <-con.Wedged():
-			logf("nested host wedged (%s): stopping it", con.Wedge())
-			cancel()
-		case <-stopWatch:
+		var tick <-chan time.Time
+		if o.silence > 0 {
+			t := time.NewTicker(o.silence / 16)
+			defer t.Stop()
+			tick = t.C
+		}
+		for {
+			select {
+			case <-tick:
+				con.CheckSilence(o.silence)
+				continue
+			case <-con.Wedged():
+				logf("nested host wedged (%s): stopping it", con.Wedge())
+				cancel()
+			case <-stopWatch:
+			}
+			return
 		}
 	}()
 	runErr := cmd.Wait()

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -88,19 +89,24 @@ type Console struct {
 	exitCode int
 	exitAt   time.Time
 
+	lastOut time.Time // when the last bytes arrived (or the Console was made)
+
 	wedge    string
 	wedgedCh chan struct{} // closed at the first wedge sign
 }
 
 // NewConsole returns a Console that copies to out.
 func NewConsole(out io.Writer) *Console {
-	return &Console{out: out, now: time.Now, wedgedCh: make(chan struct{})}
+	c := &Console{out: out, now: time.Now, wedgedCh: make(chan struct{})}
+	c.lastOut = c.now()
+	return c
 }
 
 // Write implements io.Writer.
 func (c *Console) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.lastOut = c.now()
 	clean := c.filter(p)
 	for _, b := range clean {
 		if b != '\n' {
@@ -163,10 +169,34 @@ func (c *Console) scan(line string) {
 	if code, ok := ParseExitMarker(line); ok {
 		c.exited, c.exitCode, c.exitAt = true, code, c.now()
 	}
-	if msg, ok := WedgeSign(line); ok && c.wedge == "" {
+	if msg, ok := WedgeSign(line); ok {
+		c.setWedge(msg)
+	}
+}
+
+// setWedge records the first wedge sign; c.mu is held.
+func (c *Console) setWedge(msg string) {
+	if c.wedge == "" {
 		c.wedge = msg
 		close(c.wedgedCh)
 	}
+}
+
+// CheckSilence marks the nested host wedged when nothing at all has been
+// written for longer than limit, and reports whether it did. A nested host
+// whose whole machine froze (QEMU's TCG stuck, seen once in CI for twelve
+// minutes) prints no stall report and no test timeout: only its silence
+// tells. The caller picks a limit longer than any quiet stretch of a
+// healthy run.
+func (c *Console) CheckSilence(limit time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	quiet := c.now().Sub(c.lastOut)
+	if quiet <= limit {
+		return false
+	}
+	c.setWedge(fmt.Sprintf("no console output for %v", quiet.Truncate(time.Second)))
+	return true
 }
 
 // Wedged is closed when the nested host's kernel reports being stuck;

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseExitMarker(t *testing.T) {
@@ -134,6 +135,40 @@ func TestConsoleWedged(t *testing.T) {
 		t.Fatal("not wedged after the nested host's stall report")
 	}
 	if w := c.Wedge(); !strings.HasPrefix(w, "rcu: INFO: rcu_preempt") {
+		t.Errorf("Wedge() = %q", w)
+	}
+}
+
+func TestConsoleSilence(t *testing.T) {
+	var out strings.Builder
+	c := NewConsole(&out)
+	clock := time.Unix(1000, 0)
+	c.now = func() time.Time { return clock }
+	c.lastOut = clock
+	for _, step := range []struct {
+		advance time.Duration
+		write   string
+		want    bool
+	}{
+		{advance: 3 * time.Minute, want: false},
+		{advance: time.Minute, write: "still here\n", want: false},
+		{advance: 3*time.Minute + 59*time.Second, want: false},
+		{advance: 2 * time.Second, want: true},
+	} {
+		clock = clock.Add(step.advance)
+		if step.write != "" {
+			fmt.Fprint(c, step.write)
+		}
+		if got := c.CheckSilence(4 * time.Minute); got != step.want {
+			t.Fatalf("after %v more (wrote %q): CheckSilence = %v, want %v", step.advance, step.write, got, step.want)
+		}
+	}
+	select {
+	case <-c.Wedged():
+	default:
+		t.Fatal("a silent console is not wedged")
+	}
+	if w := c.Wedge(); !strings.HasPrefix(w, "no console output for 4m1s") {
 		t.Errorf("Wedge() = %q", w)
 	}
 }
