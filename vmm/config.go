@@ -257,6 +257,11 @@ type Config struct {
 	// ACPI, about one boot in three hangs in the nested test host (open
 	// bug); the PM1 block that powers off exists either way.
 	ACPI bool
+	// MemPrealloc allocates all guest RAM before the guest starts
+	// (`--mem-prealloc`, QEMU's -mem-prealloc): slower start, no host
+	// allocation on the guest's first touch of each page. Host-side only:
+	// a migration does not carry it.
+	MemPrealloc bool
 	// Incoming means the VM will receive a migrated guest: nothing is
 	// loaded and the vCPUs get their state from the migration stream.
 	Incoming bool

@@ -119,6 +119,11 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 	if v.mem, err = memory.New(cfg.MemoryBytes); err != nil {
 		return nil, err
 	}
+	if cfg.MemPrealloc {
+		if err := v.mem.Prealloc(); err != nil {
+			return nil, err
+		}
+	}
 	// The PCI bus comes before the guest: the MP table lists its routes.
 	if err := v.setupPCI(); err != nil {
 		return nil, err

@@ -100,11 +100,32 @@ func New(size uint64) (*Memory, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("mapping %d bytes of guest RAM: %w", size, err)
 	}
+	// Transparent huge pages where the host allows them for shared memory
+	// (/sys/kernel/mm/transparent_hugepage/shmem_enabled "advise" or
+	// "within_size"): KVM then maps guest RAM with 2 MiB pages, which cuts
+	// the first-touch faults of a fresh guest by 512 and TLB misses after.
+	// Hosts that keep "never" ignore the advice; an error is not fatal.
+	_ = unix.Madvise(mapping, unix.MADV_HUGEPAGE)
 	m := &Memory{fd: fd, mapping: mapping, regions: regions}
 	for _, r := range regions {
 		m.dirty = append(m.dirty, make([]uint64, (r.Pages()+63)/64))
 	}
 	return m, nil
+}
+
+// Prealloc allocates every page of guest RAM up front (QEMU's
+// -mem-prealloc), so the guest's first touch of a page no longer waits for
+// the host to allocate and zero it, and a host short of memory fails now
+// rather than killing a running guest later. Contents are unchanged.
+func (m *Memory) Prealloc() error {
+	err := unix.Madvise(m.mapping, unix.MADV_POPULATE_WRITE)
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("preallocating guest RAM needs MADV_POPULATE_WRITE (Linux 5.14 or later): %w", err)
+	}
+	if err != nil {
+		return fmt.Errorf("preallocating %d bytes of guest RAM: %w", len(m.mapping), err)
+	}
+	return nil
 }
 
 // Close unmaps guest RAM and closes its memfd. The Memory must not be used

@@ -3,6 +3,8 @@ package memory
 import (
 	"errors"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestLayout(t *testing.T) {
@@ -126,5 +128,39 @@ func TestMarkDirtyWholeRegion(t *testing.T) {
 	bm := make([]uint64, (MinSize/PageSize+63)/64)
 	if n, _ := m.TakeDirty(0, bm); n != int(MinSize/PageSize) {
 		t.Fatalf("dirty pages = %d, want %d", n, MinSize/PageSize)
+	}
+}
+
+func TestPreallocKeepsContentsAndMakesRAMResident(t *testing.T) {
+	const size = 4 << 20
+	m, err := New(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := []byte("written before the preallocation")
+	if err := m.Write(0x10000, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Prealloc(); err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			t.Skipf("kernel without MADV_POPULATE_WRITE: %v", err)
+		}
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if err := m.Read(0x10000, got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatalf("after Prealloc the guest's bytes are %q, want %q", got, want)
+	}
+	// A memfd counts its allocated pages in st_blocks (512-byte units).
+	var st unix.Stat_t
+	if err := unix.Fstat(m.fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if allocated := st.Blocks * 512; allocated < size {
+		t.Fatalf("after Prealloc %d of %d bytes of guest RAM are allocated", allocated, size)
 	}
 }

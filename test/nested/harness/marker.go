@@ -23,12 +23,17 @@ const (
 // of a console line, after the "[ seconds]" stamp) that mean it is stuck:
 // a CPU that stopped passing RCU quiescent states stays stuck in the
 // nested host under TCG, and every test still running would only wait for
-// its own timeout. Guest kernels' messages never start a line: the tests
-// print them indented.
-var wedgeSigns = []string{
-	"rcu: INFO: rcu_preempt detected stalls on CPUs",
-	"rcu: INFO: rcu_sched detected stalls on CPUs",
-	"watchdog: BUG: soft lockup",
+// its own timeout. A task hung for two minutes is the same machine seen
+// from another side (khugepaged waiting on a godwit process that a test
+// could no longer kill: the hung-task reports kept the console from ever
+// going silent). Guest kernels' messages never start a line: the tests
+// print them indented. Each sign is a prefix and, if not empty, a text
+// that must follow it.
+var wedgeSigns = []struct{ prefix, then string }{
+	{"rcu: INFO: rcu_preempt detected stalls on CPUs", ""},
+	{"rcu: INFO: rcu_sched detected stalls on CPUs", ""},
+	{"watchdog: BUG: soft lockup", ""},
+	{"INFO: task ", " blocked for more than "},
 }
 
 // WedgeSign returns the wedge message a console line of the nested host's
@@ -43,7 +48,7 @@ func WedgeSign(line string) (string, bool) {
 	}
 	msg := line[end+2:]
 	for _, w := range wedgeSigns {
-		if strings.HasPrefix(msg, w) {
+		if strings.HasPrefix(msg, w.prefix) && strings.Contains(msg[len(w.prefix):], w.then) {
 			return msg, true
 		}
 	}

@@ -112,6 +112,10 @@ func TestWedgeSign(t *testing.T) {
 		{"[  122.908626] rcu: 	0-....: (17 ticks this GP)", false},
 		{"rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", false},
 		{"[ unterminated", false},
+		{"[  243.266277] INFO: task khugepaged:36 blocked for more than 120 seconds.", true},
+		{"[  243.266954]       Not tainted 6.1.0-56-amd64 #1 Debian 6.1.192-2", false},
+		{"[  243.3] INFO: task khugepaged:36 is fine", false},
+		{"        [ 9.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.", false},
 	} {
 		if _, got := WedgeSign(tt.line); got != tt.want {
 			t.Errorf("WedgeSign(%q) = %v, want %v", tt.line, got, tt.want)
