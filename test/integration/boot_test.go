@@ -27,7 +27,11 @@ func heartbeatPass(line string) (uint64, bool) {
 // memory dump the checker accepts, and a clean shutdown through the API.
 func TestTestGuestPauseResumeDump(t *testing.T) {
 	sock := tempPath(t, "api.sock")
-	p := startGodwit(t, "run", "--mem", "128M", "--api-sock", sock, "--guest-arg", "heartbeat=2")
+	// `godwit run` with no kernel and the default 256 MiB: the banner and
+	// the heartbeats' arrival times are printed (issue 2 asks for both
+	// within 5 s in the nested host; timings are shown, not asserted).
+	const mem = 256 << 20
+	p := startGodwit(t, "run", "--api-sock", sock, "--guest-arg", "heartbeat=2")
 	p.waitLine(func(l string) bool { return strings.HasPrefix(l, guest.BannerPrefix) }, "test guest banner")
 	t.Logf("banner after %v", time.Since(p.start))
 	var last uint64
@@ -47,7 +51,7 @@ func TestTestGuestPauseResumeDump(t *testing.T) {
 	if err := json.Unmarshal([]byte(ctl(t, sock, "status", "--json")), &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.State != "running" || info.Config.MemoryBytes != 128<<20 || info.Config.Guest != "test-guest" {
+	if info.State != "running" || info.Config.MemoryBytes != mem || info.Config.Guest != "test-guest" {
 		t.Fatalf("status = %+v", info)
 	}
 
@@ -64,13 +68,13 @@ func TestTestGuestPauseResumeDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(imgA) != 128<<20 {
-		t.Fatalf("dump is %d bytes, want %d", len(imgA), 128<<20)
+	if len(imgA) != mem {
+		t.Fatalf("dump is %d bytes, want %d", len(imgA), mem)
 	}
 	if string(imgA) != string(imgB) {
 		t.Fatal("guest memory changed while the VM was paused")
 	}
-	params := guest.DefaultParams(128 << 20)
+	params := guest.DefaultParams(mem)
 	if err := guest.ParseParam(&params, "heartbeat", "2"); err != nil {
 		t.Fatal(err)
 	}
