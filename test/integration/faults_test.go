@@ -16,6 +16,7 @@ import (
 	"godwit/migrate"
 	"godwit/test/guest"
 	"godwit/vmm"
+	"godwit/vmm/api"
 	"godwit/vmm/memory"
 )
 
@@ -39,19 +40,36 @@ var iterateForever = []string{"--downtime-ms", "1", "--auto-converge=false", "--
 var faultCap = []string{"--compress", "none", "--bandwidth", "16M"}
 
 // TestMigrationFaults shows that a failure before switchover leaves the
-// source running, unchanged and able to migrate again. Each case starts a
-// test guest that dirties its memory, breaks one migration of it, checks
-// the source (heartbeats go on, the API says running, dirty logging is
-// off), then migrates it to a fresh receiver and verifies the guest's
-// memory there.
+// source running, unchanged and able to migrate again, and that a failure
+// after it leaves the VM running on the destination: after every case the
+// VM runs in exactly one place (the other process has exited) and its
+// memory passes the checker there. Each case starts a test guest that
+// dirties its memory and breaks one migration of it; when the source kept
+// the VM, the case checks it (heartbeats go on, the API says running,
+// dirty logging is off, its memory verifies), then migrates it to a fresh
+// receiver and verifies the guest's memory there.
 //
 // The destination is SIGKILLed by its test-only fault injection
 // (GODWIT_TEST_FAULT) as it enters round 0, an iterative round,
 // stop-and-copy (the source is paused), or after it has started the VM
 // but before it acknowledges with RESUMED; or the migration is cancelled
 // (`godwit ctl cancel-migration`) while round 0 or an iterative round
-// runs, as the receiver reports.
+// runs, as the receiver reports; or the link is cut in round 0 (the
+// source's --timeout and the receiver's --idle-timeout end the
+// migration; the link is restored for the retry); or the source is
+// SIGKILLed after switchover, once it has logged the completed migration.
+//
+// Every case runs over a veth link to receivers in a network namespace of
+// their own (newVethLink), and over loopback where that is not available
+// (or with GODWIT_TEST_LONG=1 too); cutting the link needs the veth.
 func TestMigrationFaults(t *testing.T) {
+	for _, kind := range []string{"veth", "loopback"} {
+		t.Run(kind, func(t *testing.T) { migrationFaults(t, kind) })
+	}
+}
+
+// migrationFaults runs TestMigrationFaults's cases over one kind of network.
+func migrationFaults(t *testing.T, kind string) {
 	kills := []struct {
 		phase string
 		args  []string
@@ -63,8 +81,9 @@ func TestMigrationFaults(t *testing.T) {
 	}
 	for _, k := range kills {
 		t.Run("kill-destination-in-"+k.phase, func(t *testing.T) {
+			nw := newFaultNet(t, kind)
 			src := startFaultSource(t)
-			dst, addr, _ := startReceiverEnv(t, "dst-killed", []string{faultFlag + "die-in=" + k.phase})
+			dst, addr, _ := nw.receiver(t, "dst-killed", []string{faultFlag + "die-in=" + k.phase})
 			out, err := migrateVM(t, src.sock, addr, k.args...)
 			if err == nil {
 				t.Fatalf("migrating to a receiver that dies in %s succeeded", k.phase)
@@ -76,7 +95,7 @@ func TestMigrationFaults(t *testing.T) {
 				t.Fatalf("the receiver did not log %q: it died elsewhere", want)
 			}
 			src.checkKept(t, out)
-			src.retry(t)
+			src.retry(t, nw)
 		})
 	}
 	cancels := []struct {
@@ -87,23 +106,15 @@ func TestMigrationFaults(t *testing.T) {
 	}
 	for _, c := range cancels {
 		t.Run("cancel-in-"+c.phase, func(t *testing.T) {
+			nw := newFaultNet(t, kind)
 			src := startFaultSource(t)
-			dst, addr, _ := startReceiverEnv(t, "dst-cancelled", []string{faultFlag + "report"})
+			dst, addr, _ := nw.receiver(t, "dst-cancelled", []string{faultFlag + "report"})
 			result := migrateInBackground(t, src.sock, addr, append(append([]string{}, faultCap...), iterateForever...)...)
 			waitStderr(t, dst, "test fault: phase "+c.phase)
 			if out := ctl(t, src.sock, "cancel-migration"); !strings.Contains(out, "migration cancelled") {
 				t.Fatalf("ctl cancel-migration: %s", out)
 			}
-			var out []byte
-			select {
-			case r := <-result:
-				if r.err == nil {
-					t.Fatal("the cancelled migration succeeded")
-				}
-				out = r.out
-			case <-time.After(lineTimeout):
-				t.Fatalf("godwit migrate did not finish within %v of the cancel", lineTimeout)
-			}
+			out := waitMigration(t, result, "the cancel")
 			if !strings.Contains(string(out), "migration cancelled") {
 				t.Fatalf("godwit migrate does not report a cancelled migration:\n%s", out)
 			}
@@ -118,8 +129,109 @@ func TestMigrationFaults(t *testing.T) {
 				t.Fatalf("the cancel came too late: the receiver reached %s", c.notYet)
 			}
 			src.checkKept(t, out)
-			src.retry(t)
+			src.retry(t, nw)
 		})
+	}
+	t.Run("cut-link-in-round0", func(t *testing.T) {
+		nw := newFaultNet(t, kind)
+		if nw.link == nil {
+			t.Skip("loopback cannot be cut: this case needs the veth link")
+		}
+		src := startFaultSource(t)
+		// Both ends give up on a silent link: the source at its
+		// --timeout (the migration alone takes a few seconds under
+		// faultCap), the receiver after --idle-timeout.
+		dst, addr, _ := nw.receiver(t, "dst-cut", []string{faultFlag + "report"}, "--idle-timeout", "10s")
+		result := migrateInBackground(t, src.sock, addr, append(append([]string{}, faultCap...), "--timeout", "20s")...)
+		waitStderr(t, dst, "test fault: phase round0")
+		nw.link.cut(t)
+		out := waitMigration(t, result, "the link was cut")
+		if !strings.Contains(string(out), migrate.ErrTimeout.Error()) {
+			t.Errorf("godwit migrate does not report a timeout:\n%s", out)
+		}
+		if err := dst.wait(); err == nil {
+			t.Fatal("the receiver of the cut migration exited 0")
+		}
+		stderr := dst.stderrText()
+		if !strings.Contains(stderr, migrate.ErrTimeout.Error()) {
+			t.Errorf("the receiver does not report its idle timeout:\n%s", stderr)
+		}
+		if strings.Contains(stderr, "test fault: phase stop-and-copy") || strings.Contains(stderr, "VM received and running") {
+			t.Fatal("the cut came too late: the receiver reached stop-and-copy")
+		}
+		src.checkKept(t, out)
+		nw.link.restore(t)
+		src.retry(t, nw)
+	})
+	t.Run("kill-source-after-switchover", func(t *testing.T) {
+		nw := newFaultNet(t, kind)
+		src := startFaultSource(t)
+		last := src.nextHeartbeat("heartbeat before migrating")
+		dst, addr, dsock := nw.receiver(t, "dst", nil)
+		// Through the API, not `godwit migrate`: nobody reads the final
+		// status, so the migrated source waits (vmm.finalStatusGrace)
+		// instead of stopping at once, and is killed in that wait.
+		ctx, cancel := context.WithTimeout(context.Background(), lineTimeout)
+		defer cancel()
+		if _, err := api.NewClient(src.sock).Migrate(ctx, api.MigrateRequest{To: addr}); err != nil {
+			t.Fatal(err)
+		}
+		waitStderr(t, src.vmProcess, "migration completed")
+		src.cmd.Process.Kill()
+		err := src.wait()
+		killed := err != nil && strings.Contains(err.Error(), "signal: killed")
+		if err != nil && !killed {
+			t.Fatalf("source after migrating: %v", err)
+		}
+		checkMoved(t, dst, dsock, last)
+		if !killed {
+			// The VM ran on where it should, but the case was not shown.
+			t.Skip("the source stopped on its own before the test killed it")
+		}
+	})
+}
+
+// faultNet is the network a fault case migrates over.
+type faultNet struct {
+	link *vethLink // nil for loopback
+}
+
+// newFaultNet returns a network of the kind ("veth" or "loopback") for t.
+// A veth link not available here skips t (newVethLink); loopback skips t
+// when the veth link covers the case, unless GODWIT_TEST_LONG=1.
+func newFaultNet(t *testing.T, kind string) *faultNet {
+	t.Helper()
+	if kind == "veth" {
+		return &faultNet{link: newVethLink(t)}
+	}
+	if err := vethProbe(); err == nil && os.Getenv("GODWIT_TEST_LONG") != "1" {
+		t.Skip("covered over the veth link; GODWIT_TEST_LONG=1 runs it over loopback too")
+	}
+	return &faultNet{}
+}
+
+// receiver starts `godwit receive` on the network, like startReceiverEnv.
+func (n *faultNet) receiver(t *testing.T, name string, env []string, extra ...string) (*vmProcess, string, string) {
+	t.Helper()
+	if n.link != nil {
+		return n.link.startReceiver(t, name, env, extra...)
+	}
+	return startReceiverEnv(t, name, env, extra...)
+}
+
+// waitMigration returns the output of the failed `godwit migrate` whose
+// result arrives on result after what happened.
+func waitMigration(t *testing.T, result <-chan migrateResult, what string) []byte {
+	t.Helper()
+	select {
+	case r := <-result:
+		if r.err == nil {
+			t.Fatalf("the migration succeeded although %s", what)
+		}
+		return r.out
+	case <-time.After(lineTimeout):
+		t.Fatalf("godwit migrate did not finish within %v after %s", lineTimeout, what)
+		return nil
 	}
 }
 
@@ -167,6 +279,9 @@ func (s *faultSource) checkKept(t *testing.T, out []byte) {
 	}
 	first := s.nextHeartbeat("heartbeat after the failed migration")
 	s.waitLine(func(l string) bool { n, ok := heartbeatPass(l); return ok && n > first }, fmt.Sprintf("heartbeat after pass %d", first))
+	if passes := verifyFaultGuest(t, s.sock, "source"); passes <= first {
+		t.Fatalf("source at pass %d, not past its heartbeat %d", passes, first)
+	}
 }
 
 // fmtBool prints an optional bool.
@@ -177,24 +292,44 @@ func fmtBool(b *bool) string {
 	return fmt.Sprint(*b)
 }
 
-// retry migrates the source to a fresh receiver, checks that the guest
-// goes on counting there and that its memory passes the checker, and shuts
-// the destination down.
-func (s *faultSource) retry(t *testing.T) {
+// retry migrates the source to a fresh receiver on nw and checks the
+// guest there (checkMoved).
+func (s *faultSource) retry(t *testing.T, nw *faultNet) {
 	t.Helper()
 	last := s.nextHeartbeat("heartbeat before the retry")
-	dst, addr, dsock := startReceiver(t, "dst")
+	dst, addr, dsock := nw.receiver(t, "dst", nil)
 	if _, err := migrateVM(t, s.sock, addr); err != nil {
 		t.Fatalf("migration after the failed one: %v", err)
 	}
 	if err := s.wait(); err != nil {
 		t.Fatalf("source after migrating: %v", err)
 	}
-	dst.waitLine(func(l string) bool { n, ok := heartbeatPass(l); return ok && n > last }, fmt.Sprintf("heartbeat on the destination after pass %d", last))
+	checkMoved(t, dst, dsock, last)
+}
 
-	ctl(t, dsock, "pause")
-	img := tempPath(t, "dst.img")
-	ctl(t, dsock, "dump-memory", "--out", img)
+// checkMoved checks the destination of a migration whose source has
+// exited after its heartbeat last: the guest goes on counting there and
+// its memory passes the checker; then it shuts the destination down.
+func checkMoved(t *testing.T, dst *vmProcess, dsock string, last uint64) {
+	t.Helper()
+	dst.waitLine(func(l string) bool { n, ok := heartbeatPass(l); return ok && n > last }, fmt.Sprintf("heartbeat on the destination after pass %d", last))
+	if passes := verifyFaultGuest(t, dsock, "destination"); passes <= last {
+		t.Fatalf("destination at pass %d, not past the source's heartbeat %d", passes, last)
+	}
+	ctl(t, dsock, "shutdown")
+	if err := dst.wait(); err != nil {
+		t.Fatalf("destination exit: %v", err)
+	}
+}
+
+// verifyFaultGuest pauses the fault tests' guest behind the API socket
+// sock, checks a dump of its memory, resumes it, and returns the guest's
+// pass counter; where names the VM in messages.
+func verifyFaultGuest(t *testing.T, sock, where string) uint64 {
+	t.Helper()
+	ctl(t, sock, "pause")
+	img := tempPath(t, where+".img")
+	ctl(t, sock, "dump-memory", "--out", img)
 	data, err := os.ReadFile(img)
 	if err != nil {
 		t.Fatal(err)
@@ -205,24 +340,18 @@ func (s *faultSource) retry(t *testing.T) {
 	}
 	res, err := guest.Check(data, params)
 	if err != nil {
-		t.Fatalf("the destination's memory fails the check: %v", err)
+		t.Fatalf("the %s's memory fails the check: %v", where, err)
 	}
 	passes, err := guest.ReadStatus(data[guest.ParamAddr:])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := res.MatchPasses(passes); err != nil {
-		t.Fatal(err)
+		t.Fatalf("the %s's memory: %v", where, err)
 	}
-	if passes <= last {
-		t.Fatalf("destination at pass %d, not past the source's heartbeat %d", passes, last)
-	}
-	t.Logf("destination memory verified: counter %d, boundary %d, %d passes", res.Counter, res.Boundary, passes)
-	ctl(t, dsock, "resume")
-	ctl(t, dsock, "shutdown")
-	if err := dst.wait(); err != nil {
-		t.Fatalf("destination exit: %v", err)
-	}
+	t.Logf("%s memory verified: counter %d, boundary %d, %d passes", where, res.Counter, res.Boundary, passes)
+	ctl(t, sock, "resume")
+	return passes
 }
 
 // migrateResult is the outcome of a `godwit migrate` run.

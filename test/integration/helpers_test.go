@@ -260,8 +260,14 @@ func startReceiver(t *testing.T, name string, extra ...string) (p *vmProcess, ad
 // receiver's environment.
 func startReceiverEnv(t *testing.T, name string, env []string, extra ...string) (p *vmProcess, addr, sock string) {
 	t.Helper()
+	return startReceiverAt(t, name, "tcp:127.0.0.1:0", env, extra...)
+}
+
+// startReceiverAt is startReceiverEnv listening on listen (tcp:HOST:0).
+func startReceiverAt(t *testing.T, name, listen string, env []string, extra ...string) (p *vmProcess, addr, sock string) {
+	t.Helper()
 	sock = tempPath(t, name+".sock")
-	p = startGodwitEnv(t, env, append([]string{"receive", "--listen", "tcp:127.0.0.1:0", "--api-sock", sock}, extra...)...)
+	p = startGodwitEnv(t, env, append([]string{"receive", "--listen", listen, "--api-sock", sock}, extra...)...)
 	line := waitStderr(t, p, "waiting for a migrating VM")
 	_, rest, _ := strings.Cut(line, "listen=")
 	if f := strings.Fields(rest); len(f) > 0 {

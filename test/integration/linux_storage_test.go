@@ -105,17 +105,19 @@ func checkStorageRecords(path string, minPass int) (int, error) {
 	return q, nil
 }
 
-// TestLinuxStorageMigration is storage migration's main case: a stock
-// Debian guest writes a checksummed pattern to its 256 MiB disk
-// continuously, with O_DIRECT, and godwit migrates it with the disk
-// (`migrate --include-storage`) while it writes. On the destination the
-// guest reads every record back and verifies it — the pass that spans
-// the migration included, whose first records were written on the
-// source — and goes on; the received image holds what the guest last
-// wrote and stays sparse; the source image does not change after the
-// pause.
-func TestLinuxStorageMigration(t *testing.T) {
-	needLong(t)
+// linuxStorageVM is a Debian guest running the disk workload
+// (linuxStorageCmd) on its image.
+type linuxStorageVM struct {
+	*vmProcess
+	sock string // its API socket
+	img  string // its disk image
+}
+
+// startLinuxStorageVM boots the stock Debian guest on a fresh sparse
+// image of linuxStorageDisk bytes, running the disk workload, and
+// returns it with the first pass it verified.
+func startLinuxStorageVM(t *testing.T) (*linuxStorageVM, int) {
+	t.Helper()
 	kernel := asset(t, "GODWIT_KERNEL")
 	initrd := asset(t, "GODWIT_INITRD")
 	needKVM(t)
@@ -127,43 +129,60 @@ func TestLinuxStorageMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := tempPath(t, "src.sock")
-	src := startGodwit(t, "run", "--disk", "path="+img, "--kernel", kernel, "--initrd", initrd,
+	p := startGodwit(t, "run", "--disk", "path="+img, "--kernel", kernel, "--initrd", initrd,
 		"--mem", "256M", "--cpus", "2", "--api-sock", sock,
 		"--cmdline", `console=ttyS0 reboot=k panic=-1 quiet godwit.cmd="`+linuxStorageCmd+`"`)
-	verified := func(p *vmProcess, where string, after int) int {
-		t.Helper()
-		l := p.waitLine(func(l string) bool {
-			if strings.HasPrefix(l, "WRITE-FAILED") {
-				t.Fatalf("%s: the guest's write failed: %s", where, l)
-			}
-			n, _, ok := parseVerify(l)
-			return ok && n > after
-		}, fmt.Sprintf("a verified pass after %d on the %s", after, where))
-		n, bad, _ := parseVerify(l)
-		if bad != 0 {
-			t.Fatalf("%s: pass %d: %d records read back wrong", where, n, bad)
-		}
-		return n
-	}
-	first := verified(src, "source", 0)
-	t.Logf("pass %d verified on the source after %v", first, time.Since(src.start))
+	v := &linuxStorageVM{vmProcess: p, sock: sock, img: img}
+	first := v.verified(t, "source", 0)
+	t.Logf("pass %d verified on the source after %v", first, time.Since(p.start))
+	return v, first
+}
 
-	// Migrate while the guest writes its next pass.
-	dir := t.TempDir()
-	dst, listen, dstSock := startReceiver(t, "dst", "--storage-dir", dir)
-	info, err := migrateJSON(t, sock, listen, "--include-storage")
+// verified waits for the guest to verify a pass after pass after, and
+// returns it; a failed write or a record read back wrong fails the test.
+func (v *linuxStorageVM) verified(t *testing.T, where string, after int) int {
+	t.Helper()
+	l := v.waitLine(func(l string) bool {
+		if strings.HasPrefix(l, "WRITE-FAILED") {
+			t.Fatalf("%s: the guest's write failed: %s", where, l)
+		}
+		n, _, ok := parseVerify(l)
+		return ok && n > after
+	}, fmt.Sprintf("a verified pass after %d on the %s", after, where))
+	n, bad, _ := parseVerify(l)
+	if bad != 0 {
+		t.Fatalf("%s: pass %d: %d records read back wrong", where, n, bad)
+	}
+	return n
+}
+
+// linuxStorageHop migrates v with its disk (`migrate --include-storage`)
+// while the guest writes, to a fresh receiver creating the image in dir
+// (extra: more receive flags); verifiedBefore is the last pass v
+// verified. It checks the source image as the guest left it at the
+// pause (at least that pass), the disk statistics, that on the
+// destination the guest reads back and verifies the pass in progress at
+// the migration (partly written on the source) and then a pass written
+// there entirely, that the received image then holds what the guest last
+// wrote, is sparse and alone in dir, and that the source image did not
+// change after the pause. It returns the destination, running, the last pass it
+// verified, and the migration's statistics.
+func linuxStorageHop(t *testing.T, v *linuxStorageVM, verifiedBefore int, dir string, extra ...string) (*linuxStorageVM, int, migrate.Stats) {
+	t.Helper()
+	dst, listen, dstSock := startReceiver(t, "dst", append([]string{"--storage-dir", dir}, extra...)...)
+	info, err := migrateJSON(t, v.sock, listen, "--include-storage")
 	if err != nil {
 		t.Fatalf("migrating the Linux guest with its disk: %v", err)
 	}
-	if err := src.wait(); err != nil {
+	if err := v.wait(); err != nil {
 		t.Fatalf("source after migrating: %v", err)
 	}
 	// The source is gone: its image is as the guest left it at the pause.
-	srcPass, err := checkStorageRecords(img, first)
+	srcPass, err := checkStorageRecords(v.img, verifiedBefore)
 	if err != nil {
 		t.Fatalf("source image: %v", err)
 	}
-	srcSum := fileSHA(t, img)
+	srcSum := fileSHA(t, v.img)
 	var st migrate.Stats
 	if err := json.Unmarshal(info.Stats, &st); err != nil {
 		t.Fatal(err)
@@ -178,24 +197,68 @@ func TestLinuxStorageMigration(t *testing.T) {
 	// On the destination the pass in progress at the migration verifies
 	// (what the guest wrote of it on the source is read back here), then
 	// a pass written there entirely.
-	spanning := verified(dst, "destination", srcPass-1)
-	last := verified(dst, "destination", spanning)
+	next := &linuxStorageVM{vmProcess: dst, sock: dstSock, img: filepath.Join(dir, filepath.Base(v.img))}
+	spanning := next.verified(t, "destination", srcPass-1)
+	last := next.verified(t, "destination", spanning)
 	t.Logf("passes %d (in progress at the migration) and %d verified on the destination", spanning, last)
 
 	ctl(t, dstSock, "pause") // the disk is flushed: the image is what the guest wrote
-	got := filepath.Join(dir, "vda.img")
-	if _, err := checkStorageRecords(got, last); err != nil {
+	if _, err := checkStorageRecords(next.img, last); err != nil {
 		t.Errorf("destination image: %v", err)
 	}
-	if alloc := allocatedBytes(t, got); alloc > linuxStorageDisk/8 {
+	if alloc := allocatedBytes(t, next.img); alloc > linuxStorageDisk/8 {
 		t.Errorf("the destination image has %d bytes allocated: not sparse", alloc)
 	}
-	if sum := fileSHA(t, img); sum != srcSum {
+	if names := dirEntries(t, dir); len(names) != 1 {
+		t.Errorf("the storage directory holds %q, want the image alone", names)
+	}
+	if sum := fileSHA(t, v.img); sum != srcSum {
 		t.Errorf("the source image changed after the migration")
 	}
 	ctl(t, dstSock, "resume")
-	ctl(t, dstSock, "shutdown")
+	return next, last, st
+}
+
+// TestLinuxStorageMigration is storage migration's main case: a stock
+// Debian guest writes a checksummed pattern to its 256 MiB disk
+// continuously, with O_DIRECT, and godwit migrates it with the disk
+// (`migrate --include-storage`) while it writes. On the destination the
+// guest reads every record back and verifies it — the pass that spans
+// the migration included, whose first records were written on the
+// source — and goes on; the received image holds what the guest last
+// wrote and stays sparse; the source image does not change after the
+// pause (linuxStorageHop).
+func TestLinuxStorageMigration(t *testing.T) {
+	needLong(t)
+	src, first := startLinuxStorageVM(t)
+	dst, _, _ := linuxStorageHop(t, src, first, t.TempDir())
+	ctl(t, dst.sock, "shutdown")
 	if err := dst.wait(); err != nil {
+		t.Fatalf("destination exit: %v", err)
+	}
+}
+
+// TestLinuxStoragePingpong bounces the Debian guest of
+// TestLinuxStorageMigration, writing and verifying its disk all along,
+// between two directories GODWIT_STORAGE_HOPS times (default 10), each
+// hop to a fresh receiver (from the third hop with --overwrite, replacing
+// the image that left the directory two hops before), with every check
+// of linuxStorageHop after every hop.
+func TestLinuxStoragePingpong(t *testing.T) {
+	needLong(t)
+	hops := storageHops(t)
+	vm, last := startLinuxStorageVM(t)
+	a, b := t.TempDir(), t.TempDir()
+	for n := 1; n <= hops; n++ {
+		dir, extra := pingpongDir(n, a, b)
+		next, verified, st := linuxStorageHop(t, vm, last, dir, extra...)
+		t.Logf("hop %d/%d into %s: downtime %.1f ms, total %.1f ms, %d bytes on the wire (%d for the disk, %d disk blocks, %d disk rounds), pass %d verified after it",
+			n, hops, dir, st.DowntimeMs, st.TotalMs, st.TransferredBytes, st.DiskTransferredBytes,
+			st.DiskBlocks.Normal+st.DiskBlocks.Zero+st.DiskBlocks.Compressed, st.DiskRounds, verified)
+		vm, last = next, verified
+	}
+	ctl(t, vm.sock, "shutdown")
+	if err := vm.wait(); err != nil {
 		t.Fatalf("destination exit: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,13 @@ import (
 const (
 	storageImageSize = 64 << 20
 	storageDataBytes = 4 << 20
+)
+
+// TestStoragePingpong's host-side write before every hop: 64 KiB inside
+// the image's first run of random data (so the data size stays the same).
+const (
+	storageHopRecord = 64 << 10
+	storageHopOffset = 512 << 10
 )
 
 // storageImage creates the sparse image at path and returns the SHA-256
@@ -122,13 +130,25 @@ func (s *storageSource) checkUnchanged(t *testing.T) {
 }
 
 // migrateStorage migrates the source with its disk to a fresh receiver
-// that keeps images in dir, checks the received image (same content,
-// sparse, few bytes on the wire) and the source's (unchanged), that the
-// guest goes on there, and shuts it down.
+// that keeps images in dir (see hop), and shuts the destination down.
 func (s *storageSource) migrateStorage(t *testing.T, dir string) {
 	t.Helper()
+	dst, st := s.hop(t, dir)
+	t.Logf("disk moved: %d bytes on the wire (%d for the disk), %d allocated at the destination",
+		st.TransferredBytes, st.DiskTransferredBytes, allocatedBytes(t, dst.img))
+	dst.shutdown(t)
+}
+
+// hop migrates the source with its disk to a fresh receiver that keeps
+// images in dir (extra: more receive flags), checks the received image
+// (the source's content, sparse, few bytes on the wire, alone in dir)
+// and the source's (unchanged since the pause), and that the guest goes
+// on there. It returns the destination, running, as the next source
+// (with the same content), and the migration's statistics.
+func (s *storageSource) hop(t *testing.T, dir string, extra ...string) (*storageSource, migrate.Stats) {
+	t.Helper()
 	last := s.nextHeartbeat("heartbeat before the migration")
-	dst, addr, dsock := startReceiver(t, "dst", "--storage-dir", dir)
+	dst, addr, dsock := startReceiver(t, "dst", append([]string{"--storage-dir", dir}, extra...)...)
 	info, err := migrateJSON(t, s.sock, addr, "--include-storage")
 	if err != nil {
 		t.Fatalf("storage migration: %v", err)
@@ -150,7 +170,7 @@ func (s *storageSource) migrateStorage(t *testing.T, dir string) {
 		t.Fatalf("%d bytes on the wire (%d for the disk) for a %d MiB image with %d MiB of data",
 			st.TransferredBytes, st.DiskTransferredBytes, storageImageSize>>20, storageDataBytes>>20)
 	}
-	got := filepath.Join(dir, "vda.img")
+	got := filepath.Join(dir, filepath.Base(s.img))
 	if sum := fileSHA(t, got); sum != s.sum {
 		t.Fatalf("the received image has SHA-256 %s, the source's %s", sum, s.sum)
 	}
@@ -161,12 +181,43 @@ func (s *storageSource) migrateStorage(t *testing.T, dir string) {
 		t.Fatalf("the storage directory holds %q, want the image alone", names)
 	}
 	s.checkUnchanged(t)
-	t.Logf("disk moved: %d bytes on the wire (%d for the disk), %d allocated at the destination",
-		st.TransferredBytes, st.DiskTransferredBytes, allocatedBytes(t, got))
-	ctl(t, dsock, "shutdown")
-	if err := dst.wait(); err != nil {
-		t.Fatalf("destination exit: %v", err)
+	next := &storageSource{faultSource: &faultSource{vmProcess: dst, sock: dsock}, img: got, sum: s.sum}
+	return next, st
+}
+
+// shutdown stops the VM through its API and checks that it exits cleanly.
+func (s *storageSource) shutdown(t *testing.T) {
+	t.Helper()
+	ctl(t, s.sock, "shutdown")
+	if err := s.wait(); err != nil {
+		t.Fatalf("exit after shutdown: %v", err)
 	}
+}
+
+// rewrite overwrites storageHopRecord bytes of the image's first data
+// run with data seeded by seed, behind the running VM's back: the test
+// guest never touches its disk, and no migration is in flight, so the
+// next one must send the new content (round 0 reads every allocated
+// block). It updates the content's SHA-256.
+func (s *storageSource) rewrite(t *testing.T, seed uint64) {
+	t.Helper()
+	f, err := os.OpenFile(s.img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(seed, 66))
+	data := make([]byte, storageHopRecord)
+	for i := range data {
+		data[i] = byte(rnd.Uint32())
+	}
+	if _, err := f.WriteAt(data, storageHopOffset); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.sum = fileSHA(t, s.img)
 }
 
 // dirEntries lists dir.
@@ -284,4 +335,64 @@ func TestStorageMigration(t *testing.T) {
 		}
 		src.checkUnchanged(t)
 	})
+}
+
+// storageHops returns the hops of the storage ping-pong tests:
+// GODWIT_STORAGE_HOPS, default 10.
+func storageHops(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("GODWIT_STORAGE_HOPS")
+	if v == "" {
+		return 10
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		t.Fatalf("GODWIT_STORAGE_HOPS=%q: want a count from 1 to 1000", v)
+	}
+	return n
+}
+
+// pingpongDir returns where hop n (from 1) of a storage ping-pong
+// between dirs a and b receives the image: b on even hops, a on odd
+// ones. With it the receive flags: from hop 3 on the directory still
+// holds the image that left it two hops before (its VM has exited), and
+// the receiver replaces it (--overwrite).
+func pingpongDir(n int, a, b string) (string, []string) {
+	dir := a
+	if n%2 == 0 {
+		dir = b
+	}
+	if n >= 3 {
+		return dir, []string{"--overwrite"}
+	}
+	return dir, nil
+}
+
+// TestStoragePingpong bounces the test guest with its sparse 64 MiB
+// disk between two directories GODWIT_STORAGE_HOPS times (default 10),
+// each hop to a fresh receiver (`migrate --include-storage`, `receive
+// --storage-dir`, from the third hop `--overwrite`, replacing the copy
+// that left the directory two hops before). Before each hop the host
+// rewrites 64 KiB of the running VM's image with data of its own (the
+// test guest never touches its disk), so every hop moves different
+// content; after it, the received image holds exactly that content, is
+// sparse and alone in its directory, cost about its data on the wire,
+// the source's image is unchanged since the pause, and the guest goes on
+// at the destination.
+func TestStoragePingpong(t *testing.T) {
+	hops := storageHops(t)
+	src := startStorageSource(t)
+	a, b := t.TempDir(), t.TempDir()
+	for n := 1; n <= hops; n++ {
+		src.rewrite(t, uint64(n))
+		dir, extra := pingpongDir(n, a, b)
+		dst, st := src.hop(t, dir, extra...)
+		t.Logf("hop %d/%d into %s: downtime %.1f ms, total %.1f ms, %d bytes on the wire (%d for the disk, %d disk rounds), image SHA-256 %.16s",
+			n, hops, dir, st.DowntimeMs, st.TotalMs, st.TransferredBytes, st.DiskTransferredBytes, st.DiskRounds, dst.sum)
+		src = dst
+	}
+	src.shutdown(t)
+	if got := fileSHA(t, src.img); got != src.sum {
+		t.Fatalf("the last image changed at shutdown: SHA-256 %s, want %s", got, src.sum)
+	}
 }

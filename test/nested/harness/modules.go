@@ -11,8 +11,9 @@ import (
 
 // HostModules are the modules the nested host loads (dependencies are added
 // by ResolveModules): the KVM stack for an AMD SVM CPU (TCG's -cpu max
-// offers SVM with nested paging) and tun/bridge for guest networking tests.
-var HostModules = []string{"kvm_amd", "tun", "bridge"}
+// offers SVM with nested paging), tun/bridge for guest networking tests,
+// and veth for the fault tests' link to a network namespace.
+var HostModules = []string{"kvm_amd", "tun", "bridge", "veth"}
 
 // GuestModules are the modules a Linux guest booted by godwit loads: the
 // Debian kernel has virtio as modules and finds devices through PCI.

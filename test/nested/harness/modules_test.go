@@ -11,7 +11,7 @@ import (
 // debianDeps mirrors the modinfo "depends" of Debian 6.1's modules.
 var debianDeps = map[string][]string{
 	"irqbypass": nil, "ccp": nil, "kvm": {"irqbypass"}, "kvm_amd": {"kvm", "ccp"},
-	"tun": nil, "llc": nil, "stp": {"llc"}, "bridge": {"llc", "stp"},
+	"tun": nil, "llc": nil, "stp": {"llc"}, "bridge": {"llc", "stp"}, "veth": nil,
 	"virtio_ring": nil, "virtio": {"virtio_ring"}, "virtio_pci_legacy_dev": nil,
 	"virtio_pci_modern_dev": nil,
 	"virtio_pci":            {"virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio"},
@@ -35,7 +35,7 @@ func TestResolveModules(t *testing.T) {
 		want    []string
 		wantErr bool
 	}{
-		{"host", HostModules, []string{"irqbypass", "kvm", "ccp", "kvm_amd", "tun", "llc", "stp", "bridge"}, false},
+		{"host", HostModules, []string{"irqbypass", "kvm", "ccp", "kvm_amd", "tun", "llc", "stp", "bridge", "veth"}, false},
 		{"guest", GuestModules, []string{"virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio",
 			"virtio_pci", "virtio_blk", "failover", "net_failover", "virtio_net", "virtio_rng"}, false},
 		{"dash spelling and duplicates", []string{"kvm-amd", "kvm", "kvm_amd"}, []string{"irqbypass", "kvm", "ccp", "kvm_amd"}, false},
