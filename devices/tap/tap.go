@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -68,6 +69,9 @@ var ErrBusy = errors.New("tap in use by another process")
 // ErrFrameTooLarge is returned by Read when a frame did not fit the buffer.
 var ErrFrameTooLarge = errors.New("tap: frame larger than the read buffer")
 
+// ErrWouldBlock is returned by TryRead when no frame is queued.
+var ErrWouldBlock = errors.New("tap: no frame queued")
+
 // ValidName checks an interface name the way the kernel does
 // (dev_valid_name: 1 to 15 bytes, not "." or "..", no '/', ':' or white
 // space), and also refuses '%', which would make the kernel pick a new
@@ -86,12 +90,37 @@ func ValidName(name string) error {
 	return nil
 }
 
-// Tap is an open tap device. Read and Write may be called from different
-// goroutines; each call moves one frame.
+// Tap is an open tap device. Read, TryRead, Write and WriteBuffers may be
+// called from different goroutines, but TryRead calls must not overlap
+// each other, nor WriteBuffers calls (each has one preallocated request);
+// each call moves one frame.
 type Tap struct {
 	f          *os.File
+	rc         syscall.RawConn
 	name       string
 	persistent bool
+
+	// The requests of TryRead and WriteBuffers, and their functions for
+	// rc, built once so that a call allocates nothing.
+	rd   rawRead
+	rdFn func(fd uintptr)
+	wr   rawWrite
+	wrFn func(fd uintptr) bool
+}
+
+// rawRead is a TryRead request.
+type rawRead struct {
+	buf []byte
+	n   int
+	err error
+}
+
+// rawWrite is a WriteBuffers request: the iovecs are built in place.
+type rawWrite struct {
+	bufs [][]byte
+	iov  []unix.Iovec
+	n    int
+	err  error
 }
 
 // Open attaches to the tap named name, creating it when there is none (a
@@ -162,7 +191,35 @@ func setup(fd int, name string) (*Tap, error) {
 		f.Close()
 		return nil, fmt.Errorf("tap %s: not pollable: %w", name, err)
 	}
-	return &Tap{f: f, name: name, persistent: flags&iffPersist != 0}, nil
+	t, err := FromFile(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tap %s: %w", name, err)
+	}
+	t.name, t.persistent = name, flags&iffPersist != 0
+	return t, nil
+}
+
+// FromFile returns a Tap over f, a nonblocking descriptor on the Go
+// poller that moves one frame per read and write: a tap configured as
+// Open does, or in tests one end of a SOCK_SEQPACKET socket pair (whose
+// SetOffload then fails). The Tap owns f from now on.
+func FromFile(f *os.File) (*Tap, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tap{f: f, rc: rc, name: f.Name()}
+	t.rdFn = func(fd uintptr) {
+		t.rd.n, t.rd.err = unix.Read(int(fd), t.rd.buf)
+	}
+	t.wrFn = func(fd uintptr) bool {
+		t.wr.n, t.wr.err = writev(int(fd), t.wr.iov)
+		// A tap never blocks a writer (a full queue drops), but a
+		// socket pair can: wait for room as Write would.
+		return t.wr.err != unix.EAGAIN
+	}
+	return t, nil
 }
 
 // Name returns the interface name.
@@ -184,6 +241,97 @@ func (t *Tap) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ReadWhen reads one frame, with its header, into p once ready reports
+// true and a frame is queued. ready is called before every read attempt:
+// at once, and again after every readiness event of the descriptor (a
+// frame arriving); while it reports false nothing is read and ReadWhen
+// waits for the next event. It returns early like Read: the read deadline
+// passes or the tap is closed. A caller that makes ready true must, in the
+// same critical section as ready's check, have seen the tap empty (a
+// TryRead that returned ErrWouldBlock): a frame arriving after that is an
+// event, so ReadWhen runs ready again and reads it.
+func (t *Tap) ReadWhen(p []byte, ready func() bool) (int, error) {
+	var n int
+	var rerr error
+	err := t.rc.Read(func(fd uintptr) bool {
+		if !ready() {
+			return false
+		}
+		n, rerr = unix.Read(int(fd), p)
+		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, &os.PathError{Op: "read", Path: t.f.Name(), Err: rerr}
+	}
+	return n, nil
+}
+
+// TryRead reads one frame, with its header, into p if one is queued, and
+// returns ErrWouldBlock if none is; it never waits. Frames larger than p
+// come back truncated (p should hold VnetHdrSize + 65535 + 18 bytes, and
+// a read that fills it is suspect). TryRead calls must not overlap.
+func (t *Tap) TryRead(p []byte) (int, error) {
+	t.rd.buf = p
+	// Control, not Read: a ReadWhen parked in the poller holds the
+	// descriptor's read lock, and TryRead never waits anyway.
+	if err := t.rc.Control(t.rdFn); err != nil {
+		t.rd.buf = nil
+		return 0, err
+	}
+	n, err := t.rd.n, t.rd.err
+	t.rd.buf, t.rd.err = nil, nil
+	switch {
+	case err == unix.EAGAIN:
+		return 0, ErrWouldBlock
+	case err != nil:
+		return 0, &os.PathError{Op: "read", Path: t.f.Name(), Err: err}
+	}
+	return n, nil
+}
+
+// WriteBuffers writes one frame, with its header, gathered from bufs (at
+// most MaxBuffers of them) with a single writev(2); see Write. Calls must
+// not overlap.
+func (t *Tap) WriteBuffers(bufs [][]byte) (int, error) {
+	if len(bufs) > MaxBuffers {
+		return 0, fmt.Errorf("tap %s: %d buffers in one frame, at most %d", t.name, len(bufs), MaxBuffers)
+	}
+	w := &t.wr
+	w.iov = w.iov[:0]
+	for _, b := range bufs {
+		if len(b) > 0 {
+			w.iov = append(w.iov, iovec(b))
+		}
+	}
+	err := t.rc.Write(t.wrFn)
+	n, werr := w.n, w.err
+	clear(w.iov) // drop the references to the caller's memory
+	w.err = nil
+	if err != nil {
+		return 0, err
+	}
+	if werr != nil {
+		return 0, &os.PathError{Op: "writev", Path: t.f.Name(), Err: werr}
+	}
+	return n, nil
+}
+
+// iovec returns the struct iovec of b (non-empty). The caller keeps b
+// alive until the system call that uses it returns.
+func iovec(b []byte) unix.Iovec {
+	v := unix.Iovec{Base: &b[0]}
+	v.SetLen(len(b))
+	return v
+}
+
+// MaxBuffers is the most buffers WriteBuffers takes for one frame: a
+// header and a frame split over up to 1023 guest buffers (the kernel's
+// IOV_MAX is 1024; a virtio-net device limits chains to 257 buffers).
+const MaxBuffers = 1024
 
 // Write writes one frame, with its VnetHdrSize-byte header. The kernel
 // refuses frames shorter than the header plus an Ethernet header, and

@@ -124,24 +124,8 @@ func (q *Queue) readU16(gpa uint64) (uint16, error) {
 // from the device side). It returns nil, nil when the ring is empty, and
 // an error wrapping ErrQueueBroken when the driver broke the queue.
 func (q *Queue) Pop() (*Chain, error) {
-	if q.broken != nil {
-		return nil, q.broken
-	}
-	if !q.ready {
-		return nil, nil
-	}
-	idx, err := q.readU16(q.driver + 2)
-	if err != nil {
-		return nil, q.fail("reading avail idx: %v", err)
-	}
-	fence() // read the ring entries after the index (§2.7.13.3)
-	q.availCache = idx
-	pending := idx - q.lastAvail
-	if pending == 0 {
-		return nil, nil
-	}
-	if pending > q.size {
-		return nil, q.fail("avail idx %d is %d entries past %d, more than the queue size %d", idx, pending, q.lastAvail, q.size)
+	if pending, err := q.Available(); err != nil || pending == 0 {
+		return nil, err
 	}
 	head, err := q.readU16(q.driver + ringHeader + 2*uint64(q.lastAvail%q.size))
 	if err != nil {
@@ -153,6 +137,30 @@ func (q *Queue) Pop() (*Chain, error) {
 	}
 	q.lastAvail++
 	return c, nil
+}
+
+// Available returns how many chains the driver made available that Pop
+// has not taken yet, reading the available index as Pop does (so a later
+// ArmNotify compares against what is there now). An index more than the
+// queue size ahead breaks the queue.
+func (q *Queue) Available() (uint16, error) {
+	if q.broken != nil {
+		return 0, q.broken
+	}
+	if !q.ready {
+		return 0, nil
+	}
+	idx, err := q.readU16(q.driver + 2)
+	if err != nil {
+		return 0, q.fail("reading avail idx: %v", err)
+	}
+	fence() // read the ring entries after the index (§2.7.13.3)
+	q.availCache = idx
+	pending := idx - q.lastAvail
+	if pending > q.size {
+		return 0, q.fail("avail idx %d is %d entries past %d, more than the queue size %d", idx, pending, q.lastAvail, q.size)
+	}
+	return pending, nil
 }
 
 // Unpop gives back the last n chains taken with Pop and not returned with

@@ -78,7 +78,7 @@ func FuzzTransmit(f *testing.F) {
 		s := dev.Stats()
 		for i := uint64(0); i < s.TxFrames; i++ {
 			pkt := p.next(t)
-			if len(pkt) > maxPacket || !txValid(pkt, acked) || binary.LittleEndian.Uint16(pkt[hdrNumBuffers:]) != 0 {
+			if len(pkt) > maxPacket || !txValid(pkt, len(pkt)-hdrSize, acked) || binary.LittleEndian.Uint16(pkt[hdrNumBuffers:]) != 0 {
 				t.Fatalf("the tap got an invalid packet: %x", pkt)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"godwit/devices/tap"
 	"godwit/devices/virtio/virtiotest"
 )
 
@@ -18,7 +19,7 @@ import (
 // is nonblocking and polled by the runtime, so read deadlines work the
 // same way. The test holds the other end (peer).
 type pipeTap struct {
-	*os.File
+	*tap.Tap
 	peer *os.File
 
 	mu        sync.Mutex
@@ -41,9 +42,13 @@ func newPipeTap(t testing.TB) *pipeTap {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20)
 	}
-	p := &pipeTap{File: os.NewFile(uintptr(fds[0]), "tap"), peer: os.NewFile(uintptr(fds[1]), "peer")}
+	tp, err := tap.FromFile(os.NewFile(uintptr(fds[0]), "tap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pipeTap{Tap: tp, peer: os.NewFile(uintptr(fds[1]), "peer")}
 	t.Cleanup(func() {
-		p.File.Close()
+		p.Tap.Close()
 		p.peer.Close()
 	})
 	return p
@@ -63,13 +68,24 @@ func (p *pipeTap) Offload() uint {
 }
 
 func (p *pipeTap) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	fail := p.failWrite
-	p.mu.Unlock()
-	if fail {
+	if p.failing() {
 		return 0, errInjected
 	}
-	return p.File.Write(b)
+	return p.Tap.Write(b)
+}
+
+func (p *pipeTap) WriteBuffers(bufs [][]byte) (int, error) {
+	if p.failing() {
+		return 0, errInjected
+	}
+	return p.Tap.WriteBuffers(bufs)
+}
+
+// failing reports whether writes fail (failWrite).
+func (p *pipeTap) failing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failWrite
 }
 
 // inject sends a packet (header and frame) to the device, as the host

@@ -3,21 +3,25 @@
 // control queue (2), features VIRTIO_F_VERSION_1 (the transport's),
 // VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS (the link is always up),
 // VIRTIO_NET_F_CSUM and VIRTIO_NET_F_GUEST_CSUM (partial checksums pass
-// through the tap; no segmentation offloads), VIRTIO_NET_F_MRG_RXBUF,
-// VIRTIO_NET_F_CTRL_VQ and VIRTIO_NET_F_GUEST_ANNOUNCE.
+// through the tap), the TCP segmentation offloads (HOST_ and GUEST_TSO4,
+// TSO6 and ECN), VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_CTRL_VQ and
+// VIRTIO_NET_F_GUEST_ANNOUNCE.
 //
 // The tap is opened with a 12-byte virtio-net header (struct
 // virtio_net_hdr_v1), the header every VERSION_1 device puts before a
-// packet, so packets cross with their header: transmit copies the
-// device-readable part of a chain (header and frame) into one buffer,
-// checks the header against the negotiated features and writes it to the
-// tap; receive is a goroutine that reads frames from the tap into a small
-// backlog and kicks the receive queue, and the transport's worker copies
-// them into the driver's receive buffers with memory.Write (which marks
-// the VMM dirty bitmap), fixing up the header (num_buffers, and flags the
-// driver did not negotiate). A frame waits in the backlog until the driver
-// posts buffers; when the backlog is full, new frames are dropped and
-// counted (Stats.RxDropped).
+// packet, so packets cross with their header. Transmit copies and checks
+// the header (against the negotiated features) and writes it and the
+// frame to the tap with one writev straight from guest memory. Receive
+// runs on the transport's worker: while the driver has buffers it reads
+// frames from the tap (nonblocking) into one buffer and copies each into
+// the driver's receive buffers with memory.Write (which marks the VMM
+// dirty bitmap), fixing up the header (num_buffers, and flags the driver
+// did not negotiate), many frames per wake-up. When the tap is empty the
+// receive goroutine, parked on the tap in the Go poller, is armed: it
+// reads the next frame into a small backlog and kicks the receive queue,
+// and the worker takes over again (rx.go). A frame waits in the backlog
+// until the driver posts buffers; while the driver has none, frames wait
+// in the tap's kernel queue.
 //
 // Everything from the guest is untrusted: a transmit chain without a
 // whole header, a receive chain whose buffers cannot hold a header, or a
@@ -28,9 +32,9 @@
 // and counted.
 //
 // Pause stops the receive goroutine (a read in progress is interrupted
-// through the tap's read deadline); a frame it had read stays in the
-// backlog, delivered after Resume or saved with the device state and
-// delivered by the migration destination. Frames that arrive while paused
+// through the tap's read deadline; the worker is stopped already); a frame
+// read before stays in the backlog, delivered after Resume or saved with
+// the device state and delivered by the migration destination. Frames that arrive while paused
 // wait in the tap's kernel queue. The saved state is the MAC, the
 // configuration status and the backlog.
 //
@@ -61,24 +65,34 @@ const (
 	// QueueSize is the maximum size of every queue.
 	QueueSize = 256
 	// MaxBacklogFrames and MaxBacklogBytes bound the frames read from
-	// the tap and not yet in guest buffers. When the backlog has no room
-	// for another frame of the largest size, the receive goroutine stops
-	// reading and frames wait in the tap's own queue (the host kernel's,
-	// which holds a thousand): backpressure rather than drops, which
-	// would cost TCP a retransmission each. They also bound the saved
-	// state.
+	// the tap and not yet in guest buffers, and so the saved state. The
+	// device itself keeps at most two there (see rx.go): while the
+	// driver has no buffers frames wait in the tap's own queue (the host
+	// kernel's, which holds a thousand): backpressure rather than drops,
+	// which would cost TCP a retransmission each. A restored backlog may
+	// be fuller.
 	MaxBacklogFrames = 128
 	MaxBacklogBytes  = 1 << 20
 )
 
 // Backend is the host side of a Device: a tap opened with IFF_VNET_HDR
 // and a tap.VnetHdrSize-byte header (*tap.Tap), or a fake in tests. Each
-// Read and Write moves one header and frame.
+// read and write moves one header and frame.
 type Backend interface {
-	// Read blocks until a frame arrives, the read deadline passes
-	// (an error) or the backend is closed (an error).
-	Read(p []byte) (int, error)
+	// ReadWhen blocks until ready reports true (it is asked again
+	// after every readiness event of the backend) and a frame arrives,
+	// the read deadline passes (an error) or the backend is closed (an
+	// error); see tap.Tap.ReadWhen.
+	ReadWhen(p []byte, ready func() bool) (int, error)
+	// TryRead reads a frame if one is queued and otherwise returns an
+	// error wrapping tap.ErrWouldBlock at once. Calls do not overlap
+	// each other (the worker makes them).
+	TryRead(p []byte) (int, error)
 	Write(p []byte) (int, error)
+	// WriteBuffers writes one frame gathered from bufs (at most
+	// tap.MaxBuffers). Calls do not overlap each other (the worker
+	// makes them).
+	WriteBuffers(bufs [][]byte) (int, error)
 	// SetReadDeadline interrupts Read when the time is in the past;
 	// the zero time turns the deadline off.
 	SetReadDeadline(t time.Time) error
@@ -102,8 +116,7 @@ type Stats struct {
 	// the driver.
 	RxFrames, RxBytes uint64
 	// RxDropped counts frames from the tap dropped because the backlog
-	// was full (only a restored backlog can leave too little room; the
-	// receive goroutine otherwise waits for room before reading).
+	// was full (only a restored backlog can leave too little room).
 	RxDropped uint64
 	// RxInvalid counts frames from the tap the driver cannot take:
 	// shorter than an Ethernet header, GSO of a kind it did not
@@ -177,14 +190,19 @@ type Device struct {
 	status    uint16   // configuration status
 	backlog   [][]byte // header and frame, oldest first
 	backlogSz int
-	room      *sync.Cond // on mu: the backlog shrank or the reader must stop
 	reader    *reader    // the receive goroutine, when running
 	announcer *announcer // the RARP goroutine, when running
 	// onFrame, when set, runs after the receive goroutine handled a
 	// frame it read: queued or dropped (tests).
 	onFrame func()
 
-	txBuf []byte // worker only
+	// Worker only: the receive read buffer, the transmit header copy
+	// and gather list, the receive chains and used lengths of a frame.
+	rxBuf    []byte
+	txHdr    [hdrSize]byte
+	txBufs   [][]byte
+	rxChains []*virtio.Chain
+	rxUsed   []uint32
 }
 
 var (
@@ -203,7 +221,6 @@ func New(b Backend, opts Options) (*Device, error) {
 		return nil, fmt.Errorf("virtio-net: %w", err)
 	}
 	d := &Device{tap: b, mac: opts.MAC, delays: announceDelays, status: StatusLinkUp}
-	d.room = sync.NewCond(&d.mu)
 	return d, nil
 }
 
@@ -325,11 +342,11 @@ func (d *Device) ProcessQueue(i int) error {
 		d.mu.Unlock()
 		return nil
 	}
-	q, features := d.queues[i], d.features
+	q, features, host := d.queues[i], d.features, d.host
 	d.mu.Unlock()
 	switch i {
 	case rxQueue:
-		return d.processRx(q, features)
+		return d.processRx(q, features, host)
 	case txQueue:
 		return d.processTx(q, features)
 	default:

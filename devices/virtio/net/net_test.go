@@ -464,51 +464,81 @@ func TestReceiveMarksDirty(t *testing.T) {
 	}
 }
 
-// TestBacklogLimits fills the backlog while the driver posts no buffers:
-// the receive goroutine stops reading at its limits (the rest wait in the
-// tap), nothing is dropped, and every frame is delivered in order once
-// buffers come.
-func TestBacklogLimits(t *testing.T) {
+// TestBackpressure: while the driver has no room, the device reads no
+// more from the tap than the one frame the receive goroutine took (the
+// rest wait in the tap's queue), and once buffers come every frame is
+// delivered, in order, none dropped; a frame the worker read that does not
+// fit the buffers posted so far waits in the backlog.
+func TestBackpressure(t *testing.T) {
 	for _, tt := range []struct {
-		name  string
-		size  int // frame size with header
-		limit int // frames read before the reader waits for room
+		name   string
+		frames int      // frames of 100 bytes the tap holds
+		first  []uint32 // buffers posted after the receive goroutine took the first frame
+		then   uint32   // then buffers of this size, one at a time
 	}{
-		{"frame count", 60, MaxBacklogFrames},
-		{"bytes", 16384, (MaxBacklogBytes-maxPacket)/16384 + 1},
+		{name: "no buffers", frames: 20, then: 2048},
+		// The first frame takes the 2048-byte buffer; the worker reads
+		// the second, which does not fit in 64 bytes and waits, to be
+		// merged over the 64 bytes and the next buffer.
+		{name: "too small", frames: 5, first: []uint32{2048, 64}, then: 2048},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, ^uint64(0))
-			handled := make(chan struct{}, MaxBacklogFrames+16)
+			handled := make(chan struct{}, 64)
 			r.dev.mu.Lock()
 			r.dev.onFrame = func() { handled <- struct{}{} }
 			r.dev.mu.Unlock()
-			const extra = 5
-			for i := 0; i < tt.limit+extra; i++ {
-				r.tap.inject(t, packet(0, 0, 0, 0, ethFrame(tt.size-hdrSize, byte(i))))
+			frame := func(i int) []byte { return packet(0, 0, 0, 0, ethFrame(100, byte(i))) }
+			posted := map[uint32]virtiotest.Posted{}
+			post := func(sizes ...uint32) {
+				for _, n := range sizes {
+					p := r.post(r.rx, wrs(n))
+					posted[uint32(p.Head)] = p
+				}
+				r.rx.Kick()
 			}
-			for i := 0; i < tt.limit; i++ {
-				<-handled
+			var got [][]byte // frames in delivery order, without header
+			var cur []byte
+			parts := 0
+			take := func(used []virtiotest.UsedElem) {
+				for _, u := range used {
+					data := r.written(posted[u.ID], u.Len)
+					delete(posted, u.ID)
+					cur = append(cur, data...)
+					parts++
+					if parts == int(binary.LittleEndian.Uint16(cur[hdrNumBuffers:])) {
+						got = append(got, cur[hdrSize:])
+						cur, parts = nil, 0
+					}
+				}
 			}
+			for i := 0; i < tt.frames; i++ {
+				r.tap.inject(t, frame(i))
+			}
+			<-handled // the receive goroutine took frame 0
+			if len(tt.first) > 0 {
+				post(tt.first...)
+				take(r.waitUsed(r.rx, 1))
+				<-handled // the worker read frame 1, which waits
+			}
+			// Nothing takes the backlog's frame, nothing adds to it.
 			r.dev.mu.Lock()
 			queued := len(r.dev.backlog)
 			r.dev.mu.Unlock()
-			if queued != tt.limit {
-				t.Fatalf("%d frames in the backlog, want %d", queued, tt.limit)
+			if queued != 1 {
+				t.Fatalf("%d frames in the backlog, want 1", queued)
 			}
-			for i := 0; i < tt.limit+extra; i++ {
-				p := r.post(r.rx, wrs(uint32(tt.size)))
-				r.rx.Kick()
-				u := r.waitUsed(r.rx, 1)
-				if u[0].ID != uint32(p.Head) || u[0].Len != uint32(tt.size) {
-					t.Fatalf("used %+v", u)
-				}
-				if got := r.d.Mem(p.Addrs[0]+hdrSize, uint64(tt.size-hdrSize)); !bytes.Equal(got, ethFrame(tt.size-hdrSize, byte(i))) {
-					t.Fatalf("frame %d out of order", i)
+			for len(got) < tt.frames {
+				post(tt.then)
+				take(r.waitUsed(r.rx, 1))
+			}
+			for i, g := range got {
+				if !bytes.Equal(g, frame(i)[hdrSize:]) {
+					t.Fatalf("frame %d out of order or damaged", i)
 				}
 			}
-			if s := r.dev.Stats(); s.RxDropped != 0 || s.RxFrames != uint64(tt.limit+extra) {
-				t.Fatalf("stats %+v, want %d frames and none dropped", s, tt.limit+extra)
+			if s := r.dev.Stats(); s.RxDropped != 0 || s.RxFrames != uint64(tt.frames) {
+				t.Fatalf("stats %+v, want %d frames and none dropped", s, tt.frames)
 			}
 		})
 	}
@@ -611,7 +641,7 @@ func TestResetDropsBacklog(t *testing.T) {
 	r.tap.inject(t, packet(0, 0, 0, 0, ethFrame(100, 1)))
 	<-handled
 	r.d.SetStatus(0) // device reset (§2.4)
-	if r.dev.front() != nil {
+	if f, _ := r.dev.next(); f != nil {
 		t.Fatal("backlog survived a reset")
 	}
 	// Set up again, the device works with the new driver.

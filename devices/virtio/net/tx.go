@@ -12,9 +12,6 @@ import (
 // its chain (used length 0: the device writes nothing into transmit
 // buffers, §5.1.6.2).
 func (d *Device) processTx(q *virtio.Queue, features uint64) error {
-	if d.txBuf == nil {
-		d.txBuf = make([]byte, maxPacket)
-	}
 	mem := q.Memory()
 	for {
 		c, err := q.Pop()
@@ -49,8 +46,10 @@ func gather(mem *memory.Memory, bufs []virtio.Buffer, dst []byte) error {
 
 // transmit sends one packet: the chain's device-readable bytes are the
 // header and the frame, split over the descriptors in any way (§2.7.4).
-// A chain without a whole header breaks the queue; a packet the tap must
-// not get is dropped and counted.
+// The header is copied and checked (the driver could change it in guest
+// memory after the check); the frame goes to the tap straight from guest
+// memory with one gathered write. A chain without a whole header breaks
+// the queue; a packet the tap must not get is dropped and counted.
 func (d *Device) transmit(mem *memory.Memory, c *virtio.Chain, features uint64) error {
 	n := c.ReadableLen()
 	if n < hdrSize {
@@ -60,17 +59,36 @@ func (d *Device) transmit(mem *memory.Memory, c *virtio.Chain, features uint64) 
 		d.stats.txDropped.Add(1)
 		return nil
 	}
-	p := d.txBuf[:n]
-	if err := gather(mem, c.Readable, p); err != nil {
+	h := d.txHdr[:]
+	if err := gather(mem, c.Readable, h); err != nil {
 		return fmt.Errorf("%w: virtio-net transmit packet at descriptor %d: %v", virtio.ErrQueueBroken, c.Head, err)
 	}
-	if !txValid(p, features) {
+	if !txValid(h, int(n-hdrSize), features) {
 		d.stats.txDropped.Add(1)
 		return nil
 	}
 	// §5.1.6.2: num_buffers is 0 on transmit; the tap ignores it anyway.
-	binary.LittleEndian.PutUint16(p[hdrNumBuffers:], 0)
-	if _, err := d.tap.Write(p); err != nil {
+	binary.LittleEndian.PutUint16(h[hdrNumBuffers:], 0)
+	bufs := append(d.txBufs[:0], h)
+	skip := uint64(hdrSize)
+	for _, b := range c.Readable {
+		if skip >= uint64(b.Len) {
+			skip -= uint64(b.Len)
+			continue
+		}
+		// The chain's buffers were checked to lie in RAM when it was
+		// parsed; Slice checks again.
+		s, err := mem.Slice(b.Addr+skip, uint64(b.Len)-skip)
+		if err != nil {
+			return fmt.Errorf("%w: virtio-net transmit packet at descriptor %d: %v", virtio.ErrQueueBroken, c.Head, err)
+		}
+		skip = 0
+		bufs = append(bufs, s)
+	}
+	_, err := d.tap.WriteBuffers(bufs)
+	clear(bufs) // no references to guest memory between packets
+	d.txBufs = bufs[:0]
+	if err != nil {
 		d.stats.txErrors.Add(1)
 		return nil
 	}
@@ -79,32 +97,32 @@ func (d *Device) transmit(mem *memory.Memory, c *virtio.Chain, features uint64) 
 	return nil
 }
 
-// txValid checks a transmit header against the negotiated features
-// (§5.1.6.2.1): GSO only of a kind VIRTIO_NET_F_HOST_TSO*/HOST_ECN allow,
-// always with VIRTIO_NET_HDR_F_NEEDS_CSUM, a non-zero gso_size and hdr_len
-// within the frame; no flag but VIRTIO_NET_HDR_F_NEEDS_CSUM, and that one
-// only with VIRTIO_NET_F_CSUM and a checksum field inside the frame. The
-// frame holds at least an Ethernet header. (The tap's kernel side checks
-// GSO headers again; this keeps obvious garbage off it.)
-func txValid(p []byte, features uint64) bool {
-	frame := len(p) - hdrSize
+// txValid checks a transmit header h against the length of the frame
+// after it and the negotiated features (§5.1.6.2.1): GSO only of a kind
+// VIRTIO_NET_F_HOST_TSO*/HOST_ECN allow, always with
+// VIRTIO_NET_HDR_F_NEEDS_CSUM, a non-zero gso_size and hdr_len within the
+// frame; no flag but VIRTIO_NET_HDR_F_NEEDS_CSUM, and that one only with
+// VIRTIO_NET_F_CSUM and a checksum field inside the frame. The frame holds
+// at least an Ethernet header. (The tap's kernel side checks GSO headers
+// again; this keeps obvious garbage off it.)
+func txValid(h []byte, frame int, features uint64) bool {
 	if frame < ethHeaderSize {
 		return false
 	}
 	le := binary.LittleEndian
-	if gso := p[hdrGSOType]; gso != hdrGSONone {
+	if gso := h[hdrGSOType]; gso != hdrGSONone {
 		if !gsoAllowed(gso, features, FeatureHostTSO4, FeatureHostTSO6, FeatureHostECN) ||
-			p[hdrFlags] != hdrFNeedsCsum || le.Uint16(p[hdrGSOSize:]) == 0 ||
-			int(le.Uint16(p[hdrHdrLen:])) > frame {
+			h[hdrFlags] != hdrFNeedsCsum || le.Uint16(h[hdrGSOSize:]) == 0 ||
+			int(le.Uint16(h[hdrHdrLen:])) > frame {
 			return false
 		}
 	}
-	switch flags := p[hdrFlags]; flags {
+	switch flags := h[hdrFlags]; flags {
 	case 0:
 		return true
 	case hdrFNeedsCsum:
-		start := int(le.Uint16(p[hdrCsumStart:]))
-		off := int(le.Uint16(p[hdrCsumOffset:]))
+		start := int(le.Uint16(h[hdrCsumStart:]))
+		off := int(le.Uint16(h[hdrCsumOffset:]))
 		return features&FeatureCsum != 0 && start+off+2 <= frame
 	}
 	return false
