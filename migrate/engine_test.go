@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"reflect"
@@ -175,6 +176,8 @@ func TestMigrate(t *testing.T) {
 		{name: "idle"},
 		{name: "dirty per round", set: func(vm *migratetest.VM) { vm.DirtyPerRound = 300 }},
 		{name: "concurrent guest", run: true},
+		{name: "manual dirty log", set: func(vm *migratetest.VM) { vm.ManualDirty, vm.DirtyPerRound = true, 300 }},
+		{name: "manual dirty log, concurrent guest", set: func(vm *migratetest.VM) { vm.ManualDirty = true }, run: true},
 	}
 	for _, tr := range transports {
 		for _, comp := range []migrate.Compression{migrate.CompressionNone, migrate.CompressionLZ4} {
@@ -217,9 +220,38 @@ func TestMigrate(t *testing.T) {
 					if comp == migrate.CompressionNone && r.stats.Pages.Compressed != 0 {
 						t.Fatal("compressed pages without compression")
 					}
+					// A manual log is re-armed stretch by stretch in
+					// every running round, never in the paused one.
+					if clears := vm.Calls(migratetest.OpClearDirty); vm.ManualDirty != (clears > 0) {
+						t.Fatalf("%d ClearDirty calls with ManualDirty %v", clears, vm.ManualDirty)
+					}
 				})
 			}
 		}
+	}
+}
+
+// TestMigrateSparseRAM migrates a guest whose RAM is mostly holes of its
+// memfd, with and without a manual dirty log: round 0 sends the holes as
+// zero pages without reading them, and a hole the guest writes after the
+// scan (every round dirties pages) is sent in a later round.
+func TestMigrateSparseRAM(t *testing.T) {
+	for _, manual := range []bool{false, true} {
+		t.Run(fmt.Sprintf("manual=%v", manual), func(t *testing.T) {
+			vm, err := migratetest.NewEmpty(testRAM, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { vm.Close() })
+			vm.ManualDirty, vm.DirtyPerRound = manual, 50
+			vm.Tick(200)
+			src, dst := tcpPair(t)
+			r := migrateOnce(context.Background(), context.Background(), src, dst, vm, &migratetest.Factory{}, migrate.Options{Compression: migrate.CompressionLZ4})
+			checkSuccess(t, vm, r)
+			if r.stats.Pages.Zero < testRAM/4096/2 {
+				t.Fatalf("pages %+v: the unwritten half of RAM did not go as zero pages", r.stats.Pages)
+			}
+		})
 	}
 }
 
@@ -503,17 +535,21 @@ func TestSourceFailures(t *testing.T) {
 	boom := errors.New("boom")
 	tests := []struct {
 		op      migratetest.Op
+		manual  bool // a manual dirty log (migrate.DirtyClearer)
 		wantErr string
 	}{
-		{migratetest.OpConfig, "reading the VM configuration"},
-		{migratetest.OpStartDirtyLog, "starting the dirty log"},
-		{migratetest.OpFetchDirty, "fetching the dirty log"},
-		{migratetest.OpPause, "pausing the VM"},
-		{migratetest.OpSaveState, "saving the VM state"},
+		{migratetest.OpConfig, false, "reading the VM configuration"},
+		{migratetest.OpStartDirtyLog, false, "starting the dirty log"},
+		{migratetest.OpFetchDirty, false, "fetching the dirty log"},
+		{migratetest.OpPause, false, "pausing the VM"},
+		{migratetest.OpSaveState, false, "saving the VM state"},
+		{migratetest.OpClearDirty, true, "re-arming the dirty log"},
+		{migratetest.OpSaveState, true, "saving the VM state"},
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.op), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/manual=%v", tt.op, tt.manual), func(t *testing.T) {
 			vm := newVM(t)
+			vm.ManualDirty = tt.manual
 			vm.Fail = func(op migratetest.Op) error {
 				if op == tt.op {
 					return boom

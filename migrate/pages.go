@@ -95,6 +95,10 @@ type batch struct {
 	first   uint64
 	count   int
 	present [batchWords]uint64
+	// holes marks present pages known to read as zeros without being
+	// read (holes of the RAM's memfd, see sender.prepareUpTo): they
+	// travel as zero pages, untouched.
+	holes [batchWords]uint64
 }
 
 // batchEncoder encodes PAGE_BATCH frames. It owns its LZ4 state and a page
@@ -131,6 +135,11 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 			bit := bits.TrailingZeros64(word)
 			word &= word - 1
 			i := w*64 + bit
+			if b.holes[w]&(1<<bit) != 0 {
+				dst[zeroAt+i/8] |= 1 << (i % 8)
+				c.zero++
+				continue
+			}
 			off := (b.first + uint64(i)) * pageSize
 			page := host[off : off+pageSize]
 			if isZero(page) {
@@ -386,21 +395,8 @@ func nextBatch(bm []uint64, pages uint64, pos *uint64, b *batch) bool {
 	}
 	b.first = p
 	b.count = int(min(uint64(MaxBatchPages), pages-p))
-	for j := range b.present {
-		b.present[j] = 0
-	}
-	for j := 0; j*64 < b.count; j++ {
-		at := p + uint64(j)*64
-		w, sh := at/64, at%64
-		v := bm[w] >> sh
-		if sh != 0 && w+1 < uint64(len(bm)) {
-			v |= bm[w+1] << (64 - sh)
-		}
-		if left := b.count - j*64; left < 64 {
-			v &= 1<<uint(left) - 1
-		}
-		b.present[j] = v
-	}
+	b.holes = [batchWords]uint64{}
+	extractBits(bm, p, b.count, &b.present)
 	// Trim the run to its last present page so the bitmaps stay short.
 	for j := len(b.present) - 1; j >= 0; j-- {
 		if b.present[j] != 0 {
@@ -410,6 +406,24 @@ func nextBatch(bm []uint64, pages uint64, pos *uint64, b *batch) bool {
 	}
 	*pos = p + uint64(b.count)
 	return true
+}
+
+// extractBits copies bits [p, p+count) of bm (count ≤ MaxBatchPages)
+// into dst, bit 0 of dst being bit p of bm, and clears the rest of dst.
+func extractBits(bm []uint64, p uint64, count int, dst *[batchWords]uint64) {
+	*dst = [batchWords]uint64{}
+	for j := 0; j*64 < count; j++ {
+		at := p + uint64(j)*64
+		w, sh := at/64, at%64
+		v := bm[w] >> sh
+		if sh != 0 && w+1 < uint64(len(bm)) {
+			v |= bm[w+1] << (64 - sh)
+		}
+		if left := count - j*64; left < 64 {
+			v &= 1<<uint(left) - 1
+		}
+		dst[j] = v
+	}
 }
 
 // batchBitmaps reads the present and zero bitmaps of a batch of count

@@ -244,7 +244,7 @@ func (s *sender) run() error {
 	}
 	for round := 0; ; round++ {
 		roundStart := time.Now()
-		sent, err := s.sendRound(round)
+		sent, err := s.sendRound(round, true)
 		if err != nil {
 			return err
 		}
@@ -596,8 +596,23 @@ type roundSent struct {
 // (and reading disk blocks) runs on opts.Workers goroutines; the calling
 // goroutine writes. Batches of one round cover disjoint pages and
 // blocks, so they may go out in any order.
-func (s *sender) sendRound(round int) (roundSent, error) {
+//
+// With a DirtyClearer in manual mode and arm set (every round the guest
+// runs through), the producer re-arms the dirty log of each stretch of
+// clearChunkPages pages just before it hands out the first batch in it.
+func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 	var out roundSent
+	clr := s.clearer(arm)
+	var clearErr error // the producer's, read after wg.Wait
+	var holes [][]uint64
+	if round == 0 {
+		// Round 0 sends all of RAM: pages the memfd never allocated
+		// go as zero pages without being read (see prepareUpTo).
+		holes = make([][]uint64, len(s.regions))
+		for i := range holes {
+			holes[i] = make([]uint64, len(s.dirty[i]))
+		}
+	}
 	if err := s.checkPeer(); err != nil {
 		return out, err
 	}
@@ -627,12 +642,20 @@ func (s *sender) sendRound(round int) (roundSent, error) {
 		defer wg.Done()
 		defer close(jobs)
 		var region, disk int
-		var pos, dpos uint64
+		var pos, dpos, prepared, dataTo uint64 // prepared, dataTo: see prepareUpTo
 		nextPages := func() *job {
-			for ; region < len(s.regions); region, pos = region+1, 0 {
+			for ; region < len(s.regions); region, pos, prepared, dataTo = region+1, 0, 0, 0 {
 				j := &job{host: s.mem.RegionHost(region)}
 				j.b.region = region
 				if nextBatch(s.dirty[region], s.regions[region].Pages(), &pos, &j.b) {
+					if clr != nil || holes != nil {
+						if clearErr = s.prepareUpTo(clr, holes, region, &prepared, &dataTo, j.b.first+uint64(j.b.count)); clearErr != nil {
+							return nil
+						}
+					}
+					if holes != nil {
+						extractBits(holes[region], j.b.first, j.b.count, &j.b.holes)
+					}
 					return j
 				}
 			}
@@ -655,7 +678,7 @@ func (s *sender) sendRound(round int) (roundSent, error) {
 				first, second = nextBlocks, nextPages
 			}
 			j := first()
-			if j == nil {
+			if j == nil && clearErr == nil {
 				j = second()
 			}
 			if j == nil {
@@ -733,6 +756,9 @@ func (s *sender) sendRound(round int) (roundSent, error) {
 		s.bufs <- r.buf
 	}
 	wg.Wait()
+	if err == nil && clearErr != nil {
+		err = clearErr
+	}
 	if err != nil {
 		return out, err
 	}
@@ -748,6 +774,76 @@ func (s *sender) sendRound(round int) (roundSent, error) {
 	}
 	out.bytes = s.fw.written() - before
 	return out, nil
+}
+
+// clearChunkPages is how many pages the engine re-arms with one
+// DirtyClearer.ClearDirty call (16 MiB): few calls per round, and none
+// write-protects much more than the workers are about to read.
+const clearChunkPages = 4096
+
+// clearer returns the Source's DirtyClearer when its log is manual and the
+// round re-arms pages (arm), else nil.
+func (s *sender) clearer(arm bool) DirtyClearer {
+	if !arm {
+		return nil
+	}
+	if c, ok := s.vm.(DirtyClearer); ok && c.ManualDirtyLog() {
+		return c
+	}
+	return nil
+}
+
+// prepareUpTo readies, chunk by chunk of clearChunkPages pages, the dirty
+// pages of region from page *prepared up to at least page end, and
+// advances *prepared. With c (a manual dirty log) it re-arms the chunk's
+// dirty pages; a chunk without any costs no call. With holes (round 0) it
+// then records in holes[region] the chunk's dirty pages that are holes of
+// guest RAM's memfd: never written, they read as zeros, and reading them
+// would only make the host allocate them. The order matters: a page
+// written after the hole scan is logged, because its chunk was re-armed
+// (or, without c, the whole log armed by StartDirtyLog) before the scan.
+// Pages below *dataTo were data at an earlier scan, and stay data: the
+// scan resumes there, so each run of data is walked once.
+func (s *sender) prepareUpTo(c DirtyClearer, holes [][]uint64, region int, prepared, dataTo *uint64, end uint64) error {
+	pages := s.regions[region].Pages()
+	for *prepared < end && *prepared < pages {
+		from := *prepared
+		to := min(from+clearChunkPages, pages)
+		mask := s.dirty[region][from/64 : (to+63)/64]
+		dirty := false
+		for _, w := range mask {
+			if w != 0 {
+				dirty = true
+				break
+			}
+		}
+		if dirty && c != nil {
+			if err := c.ClearDirty(region, from, mask); err != nil {
+				return fmt.Errorf("re-arming the dirty log of region %d at page %d: %w", region, from, err)
+			}
+		}
+		if dirty && holes != nil && *dataTo < to {
+			// holes[region] is all clear here: fill in the data
+			// pages from scanFrom on, then invert under mask.
+			h := holes[region][from/64 : (to+63)/64]
+			// from is a multiple of 64; so is scanFrom, which may
+			// rescan up to 63 pages below *dataTo, the end of a run.
+			scanFrom := max(from, *dataTo&^63)
+			for w := uint64(0); w < (scanFrom-from)/64; w++ {
+				h[w] = ^uint64(0)
+			}
+			through, err := s.mem.DataPages(region, scanFrom, to-scanFrom, h[(scanFrom-from)/64:])
+			if err != nil {
+				return fmt.Errorf("finding the unallocated pages of region %d: %w", region, err)
+			}
+			*dataTo = max(*dataTo, through)
+			for w := range h {
+				h[w] = mask[w] &^ h[w]
+			}
+		}
+		*prepared = to
+	}
+	return nil
 }
 
 // writeErr explains a failed write: cancellation, or what the destination
@@ -803,24 +899,40 @@ func (s *sender) switchover(round int) error {
 	}
 	tl.dirty = time.Now()
 	roundStart := tl.dirty
-	sent, err := s.sendRound(round)
+	// Save the state while the last pages go out: SaveState reads only
+	// the paused vCPUs and devices, which nothing changes any more, and
+	// the pages are already chosen. Its time then hides behind the
+	// final round's (state_save_ms is what is left of it).
+	type savedState struct {
+		state []byte
+		err   error
+	}
+	saving := make(chan savedState, 1)
+	go func() {
+		sections, err := s.vm.SaveState()
+		if err != nil {
+			saving <- savedState{err: fmt.Errorf("saving the VM state: %w", err)}
+			return
+		}
+		state, err := encodeState(sections)
+		saving <- savedState{state: state, err: err}
+	}()
+	sent, err := s.sendRound(round, false)
+	tl.pages = time.Now()
+	// Wait for SaveState even on failure: fail resumes the VM, which
+	// must not run while its state is being read.
+	saved := <-saving
 	if err != nil {
 		return err
 	}
-	tl.pages = time.Now()
 	s.stats.Rounds = round + 1
 	s.stats.FinalSyncMs = ms(tl.pages.Sub(tl.paused))
 	s.progress(RoundStat{Round: round, Pages: sent.pages.pages(), Bytes: sent.bytes, Duration: tl.pages.Sub(roundStart), ThrottlePct: s.hist.ThrottlePct,
 		DiskBlocks: sent.blocks.pages()}, Decision{})
-
-	sections, err := s.vm.SaveState()
-	if err != nil {
-		return fmt.Errorf("saving the VM state: %w", err)
+	if saved.err != nil {
+		return saved.err
 	}
-	state, err := encodeState(sections)
-	if err != nil {
-		return err
-	}
+	state := saved.state
 	tl.saved = time.Now()
 	s.stats.StateSaveMs = ms(tl.saved.Sub(tl.pages))
 	if err := s.checkPeer(); err != nil {

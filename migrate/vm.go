@@ -49,6 +49,27 @@ type Source interface {
 	SetThrottle(pct int)
 }
 
+// DirtyClearer is a Source with manual dirty-log protection (KVM's
+// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, with KVM_DIRTY_LOG_INITIALLY_SET):
+// starting the log write-protects nothing (every page counts as dirty),
+// and FetchDirty reports a page until ClearDirty re-arms it, instead of
+// re-arming every page it reports at once. Send clears each stretch of
+// RAM just before it reads its pages, so no single call write-protects all
+// of RAM, and a page the guest writes between the fetch and its read is
+// not sent twice. Clearing is an optimisation only: a page never cleared
+// is merely reported, and sent, again.
+type DirtyClearer interface {
+	// ManualDirtyLog reports whether the log the last StartDirtyLog
+	// started is manual; when false, Send never calls ClearDirty.
+	ManualDirtyLog() bool
+	// ClearDirty re-arms the pages of region i whose bits are set in
+	// mask (bit b of word w is page first+64w+b; first is a multiple of
+	// 64, mask ends at the region's end at the latest): a later
+	// FetchDirty reports such a page only if it is written after this
+	// call. Call it before reading the pages.
+	ClearDirty(i int, first uint64, mask []uint64) error
+}
+
 // Target is a VM being received: built from the handshake's Config by a
 // TargetFactory, filled with pages and state, then resumed.
 type Target interface {

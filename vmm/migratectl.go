@@ -34,6 +34,11 @@ type outgoing struct {
 	// dirtyLog says whether KVM dirty logging may be on for any RAM
 	// slot (GET /vm's dirty_log).
 	dirtyLog atomic.Bool
+	// dirtyModes are the manual dirty-log modes (kvm.DirtyLog*) enabled
+	// on the KVM VM by the first StartDirtyLog; dirtyModesSet says that
+	// happened. Only StartDirtyLog writes them, before the engine reads.
+	dirtyModes    uint64
+	dirtyModesSet bool
 }
 
 // finalStatusGrace bounds how long a migrated source waits for a client

@@ -18,8 +18,9 @@ import (
 )
 
 var (
-	_ migrate.Source = (*VM)(nil)
-	_ migrate.Target = (*VM)(nil)
+	_ migrate.Source       = (*VM)(nil)
+	_ migrate.DirtyClearer = (*VM)(nil)
+	_ migrate.Target       = (*VM)(nil)
 )
 
 // MigrationConfig is the VM description a source sends in the migration
@@ -389,10 +390,22 @@ func (v *VM) Discard() {
 	}
 }
 
-// StartDirtyLog implements migrate.Source.
+// StartDirtyLog implements migrate.Source. The first call enables KVM's
+// manual dirty-log protection with the log initially set where the kernel
+// offers it (see migrate.DirtyClearer): turning logging on then
+// write-protects nothing, and the engine re-arms RAM stretch by stretch as
+// it sends it. Otherwise turning logging on write-protects all of RAM.
 func (v *VM) StartDirtyLog() error {
 	if err := v.probeMSRs(); err != nil {
 		return err
+	}
+	if !v.out.dirtyModesSet {
+		// Logging is off on every slot here: the modes may change.
+		modes, err := v.vm.EnableManualDirtyLog(kvm.DirtyLogManualProtectEnable | kvm.DirtyLogInitiallySet)
+		if err != nil {
+			return fmt.Errorf("enabling manual dirty-log protection: %w", err)
+		}
+		v.out.dirtyModes, v.out.dirtyModesSet = modes, true
 	}
 	if err := v.setDirtyLogging(true); err != nil {
 		v.setDirtyLogging(false)
@@ -436,8 +449,33 @@ func (v *VM) setDirtyLogging(on bool) error {
 	return nil
 }
 
+// ManualDirtyLog implements migrate.DirtyClearer: whether KVM's dirty log
+// is manual (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 enabled).
+func (v *VM) ManualDirtyLog() bool {
+	return v.out.dirtyModes&kvm.DirtyLogManualProtectEnable != 0
+}
+
+// ClearDirty implements migrate.DirtyClearer: KVM_CLEAR_DIRTY_LOG for the
+// pages of region i set in mask, from page first.
+func (v *VM) ClearDirty(i int, first uint64, mask []uint64) error {
+	regions := v.mem.Regions()
+	if i < 0 || i >= len(regions) {
+		return fmt.Errorf("no memory region %d", i)
+	}
+	r := regions[i]
+	if first >= r.Pages() || len(mask) == 0 {
+		return fmt.Errorf("clearing pages [%d, +%d words) of region %d (%d pages)", first, len(mask), i, r.Pages())
+	}
+	n := min(uint64(len(mask))*64, r.Pages()-first)
+	if err := v.vm.ClearDirtyLog(r.Slot, first, uint32(n), mask); err != nil {
+		return fmt.Errorf("re-arming the dirty log of slot %d: %w", r.Slot, err)
+	}
+	return nil
+}
+
 // FetchDirty implements migrate.Source: KVM's dirty log OR the VMM's own
-// bitmap for region i, both cleared.
+// bitmap for region i. The VMM's bitmap is cleared; KVM's too, unless the
+// log is manual (ManualDirtyLog), where ClearDirty clears it.
 func (v *VM) FetchDirty(i int, dst []uint64) error {
 	regions := v.mem.Regions()
 	if i < 0 || i >= len(regions) {

@@ -1,9 +1,11 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"godwit/migrate"
 	"godwit/vmm/kvm"
@@ -62,9 +64,11 @@ func (c *vcpu) migratableMSRs() ([]uint32, error) {
 	return ok, nil
 }
 
-// probeMSRs finds the MSRs that migrate, once per VM: each probe is an
-// ioctl, so it runs when a migration starts (StartDirtyLog), outside the
-// downtime, and the list does not change while the VM lives.
+// probeMSRs finds the MSRs that migrate, once per VM: the list does not
+// change while the VM lives. createVCPUs calls it before any vCPU runs
+// (a vCPU ioctl on a running vCPU waits for it to leave KVM_RUN); an
+// incoming VM gets the list from RestoreState; StartDirtyLog calls it
+// again, outside the downtime, in case neither happened.
 func (v *VM) probeMSRs() error {
 	if v.msrs != nil {
 		return nil
@@ -343,19 +347,26 @@ func (v *VM) SaveState() ([]migrate.Section, error) {
 	if err := v.probeMSRs(); err != nil {
 		return nil, err
 	}
-	var out []migrate.Section
-	for _, c := range v.vcpus {
-		s, err := c.saveState(v.msrs)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
+	// vCPU 0's state and the VM-wide state are read here, every other
+	// vCPU's on a goroutine of its own, all at once: the ioctls of
+	// different vCPUs do not contend (each takes only its own vCPU's
+	// lock), so the save costs about one vCPU's ioctls, not the sum.
+	vcpuSections := make([]migrate.Section, len(v.vcpus))
+	errs := make([]error, len(v.vcpus))
+	var wg sync.WaitGroup
+	for i, c := range v.vcpus[1:] {
+		wg.Go(func() { vcpuSections[i+1], errs[i+1] = c.saveState(v.msrs) })
 	}
-	vmSections, err := v.saveVMState()
-	if err != nil {
+	vcpuSections[0], errs[0] = v.vcpus[0].saveState(v.msrs)
+	vmSections, vmErr := v.saveVMState()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	out = append(out, vmSections...)
+	if vmErr != nil {
+		return nil, vmErr
+	}
+	out := append(vcpuSections, vmSections...)
 	serial, err := v.serial.SaveState()
 	if err != nil {
 		return nil, fmt.Errorf("saving serial: %w", err)
@@ -420,16 +431,31 @@ func (v *VM) RestoreState(sections []migrate.Section) error {
 	if err := v.restoreVMState(vmst); err != nil {
 		return err
 	}
-	for i, c := range v.vcpus {
-		if err := c.restoreState(vcpus[i]); err != nil {
-			return err
-		}
+	// The vCPUs restore concurrently (vCPU 0 here, the others on
+	// goroutines of their own), each in the order of restoreState: nothing orders one vCPU's state against another's.
+	errs := make([]error, len(v.vcpus))
+	var wg sync.WaitGroup
+	for i, c := range v.vcpus[1:] {
+		wg.Go(func() { errs[i+1] = c.restoreState(vcpus[i+1]) })
+	}
+	errs[0] = v.vcpus[0].restoreState(vcpus[0])
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if err := v.restoreClock(vmst); err != nil {
 		return err
 	}
 	if err := v.serial.RestoreState(serial.Data); err != nil {
 		return fmt.Errorf("restoring serial: %w", err)
+	}
+	if v.msrs == nil {
+		// The MSRs the source migrated are the ones this VM now
+		// has set, and will read when it migrates on.
+		v.msrs = make([]uint32, len(vcpus[0].msrs))
+		for i, m := range vcpus[0].msrs {
+			v.msrs[i] = m.Index
+		}
 	}
 	return nil
 }

@@ -42,6 +42,17 @@ func (v *VM) createVCPUs() error {
 			return fmt.Errorf("setting up vCPU %d: %w", i, err)
 		}
 	}
+	// Find the MSRs that migrate now, while no vCPU runs: a vCPU ioctl
+	// waits for the vCPU to leave KVM_RUN, which an idle guest halted
+	// inside KVM may not do for a long time, so probing when a migration
+	// starts could stall it for seconds. An incoming VM takes the list
+	// from the state it restores instead (RestoreState). A failure here
+	// only postpones the probe to the first migration.
+	if !v.cfg.Incoming {
+		if err := v.probeMSRs(); err != nil {
+			v.log.Debug("probing the MSRs that migrate; retrying when a migration starts", "err", err)
+		}
+	}
 	return nil
 }
 

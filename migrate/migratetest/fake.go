@@ -51,6 +51,7 @@ const (
 	OpStart         Op = "Start"
 	OpDiskRead      Op = "DiskRead"
 	OpTakeWritten   Op = "TakeWritten"
+	OpClearDirty    Op = "ClearDirty"
 )
 
 // VM is a fake source VM. Its "guest" writes RAM only when Tick is called
@@ -79,6 +80,11 @@ type VM struct {
 	Fail func(op Op) error
 	// OnPause, if set, runs inside Pause once the guest is stopped.
 	OnPause func()
+	// ManualDirty makes the fake dirty log manual, like KVM's with
+	// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 and the log initially set
+	// (migrate.DirtyClearer): StartDirtyLog marks every page dirty, and
+	// FetchDirty reports a page until ClearDirty clears it.
+	ManualDirty bool
 	// Sections is what SaveState returns (plus a "guest" section
 	// recording the tick count). Defaults to two small sections.
 	Sections []migrate.Section
@@ -103,6 +109,18 @@ type VM struct {
 // New creates a fake VM with size bytes of RAM filled with a deterministic
 // mix of zero, text-like and random pages.
 func New(size uint64, vcpus int) (*VM, error) {
+	v, err := NewEmpty(size, vcpus)
+	if err != nil {
+		return nil, err
+	}
+	Fill(v.mem, 1)
+	return v, nil
+}
+
+// NewEmpty creates a fake VM whose RAM nothing has written yet: every page
+// is a hole of the memfd until the guest (Tick) writes it, like the RAM of
+// a freshly booted idle guest.
+func NewEmpty(size uint64, vcpus int) (*VM, error) {
 	mem, err := memory.New(size)
 	if err != nil {
 		return nil, err
@@ -123,7 +141,6 @@ func New(size uint64, vcpus int) (*VM, error) {
 	for _, r := range mem.Regions() {
 		v.kvmDirty = append(v.kvmDirty, make([]uint64, (r.Pages()+63)/64))
 	}
-	Fill(mem, 1)
 	return v, nil
 }
 
@@ -285,8 +302,36 @@ func (v *VM) StartDirtyLog() error {
 	v.logging = true
 	for i, bm := range v.kvmDirty {
 		clear(bm)
+		if v.ManualDirty {
+			pages := v.mem.Regions()[i].Pages()
+			for p := uint64(0); p < pages; p++ {
+				bm[p/64] |= 1 << (p % 64)
+			}
+		}
 		scratch := make([]uint64, len(bm))
 		v.mem.TakeDirty(i, scratch)
+	}
+	return nil
+}
+
+// ManualDirtyLog implements migrate.DirtyClearer.
+func (v *VM) ManualDirtyLog() bool { return v.ManualDirty }
+
+// ClearDirty implements migrate.DirtyClearer.
+func (v *VM) ClearDirty(i int, first uint64, mask []uint64) error {
+	if err := v.enter(OpClearDirty); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ManualDirty || !v.logging {
+		return errors.New("fake ClearDirty: no manual dirty log")
+	}
+	if i < 0 || i >= len(v.kvmDirty) || first%64 != 0 || first/64+uint64(len(mask)) > uint64(len(v.kvmDirty[i])) {
+		return fmt.Errorf("fake ClearDirty: bad region %d, first page %d or mask of %d words", i, first, len(mask))
+	}
+	for w, m := range mask {
+		v.kvmDirty[i][first/64+uint64(w)] &^= m
 	}
 	return nil
 }
@@ -326,7 +371,9 @@ func (v *VM) FetchDirty(i int, dst []uint64) error {
 	for w, x := range v.kvmDirty[i] {
 		dst[w] |= x
 	}
-	clear(v.kvmDirty[i])
+	if !v.ManualDirty {
+		clear(v.kvmDirty[i])
+	}
 	_, err := v.mem.TakeDirty(i, dst)
 	return err
 }

@@ -72,6 +72,7 @@ func TestIoctlNumbers(t *testing.T) {
 		{"KVM_GET_TSC_KHZ", kvmGetTSCKHz, 0x0000aea3},
 		{"KVM_KVMCLOCK_CTRL", kvmKVMClockCtrl, 0x0000aead},
 		{"KVM_NMI", kvmNMI, 0x0000ae9a},
+		{"KVM_CLEAR_DIRTY_LOG", kvmClearDirtyLog, 0xc018aec0},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -107,6 +108,7 @@ func TestStructSizes(t *testing.T) {
 		{"struct kvm_cpuid2", reflect.TypeFor[cpuid2Header]().Size(), 8},
 		{"struct kvm_userspace_memory_region", reflect.TypeFor[UserspaceMemoryRegion]().Size(), 32},
 		{"struct kvm_dirty_log", reflect.TypeFor[dirtyLog]().Size(), 16},
+		{"struct kvm_clear_dirty_log", reflect.TypeFor[clearDirtyLog]().Size(), 24},
 		{"struct kvm_irq_level", reflect.TypeFor[irqLevel]().Size(), 8},
 		{"struct kvm_irqchip", reflect.TypeFor[IRQChip]().Size(), 520},
 		{"struct kvm_pit_config", reflect.TypeFor[pitConfig]().Size(), 64},
@@ -266,6 +268,8 @@ func TestConstants(t *testing.T) {
 		{"KVM_API_VERSION", int64(APIVersion), 12},
 		{"KVM_MEM_LOG_DIRTY_PAGES", int64(MemLogDirtyPages), 1},
 		{"KVM_MEM_READONLY", int64(MemReadonly), 2},
+		{"KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE", int64(DirtyLogManualProtectEnable), 1},
+		{"KVM_DIRTY_LOG_INITIALLY_SET", int64(DirtyLogInitiallySet), 2},
 		{"KVM_PIT_SPEAKER_DUMMY", int64(PITSpeakerDummy), 1},
 		{"KVM_IRQFD_FLAG_DEASSIGN", int64(IRQFDDeassign), 1},
 		{"KVM_IRQFD_FLAG_RESAMPLE", int64(IRQFDResample), 2},
@@ -363,6 +367,8 @@ func TestFieldOffsets(t *testing.T) {
 		{"kvm_msi.devid", reflect.TypeFor[MSI](), "DevID", 16},
 		{"kvm_enable_cap.args", reflect.TypeFor[enableCap](), "Args", 8},
 		{"kvm_dirty_log.dirty_bitmap", reflect.TypeFor[dirtyLog](), "Bitmap", 8},
+		{"kvm_clear_dirty_log.first_page", reflect.TypeFor[clearDirtyLog](), "FirstPage", 8},
+		{"kvm_clear_dirty_log.dirty_bitmap", reflect.TypeFor[clearDirtyLog](), "Bitmap", 16},
 		{"kvm_debugregs.flags", reflect.TypeFor[DebugRegs](), "Flags", 48},
 		{"kvm_userspace_memory_region.userspace_addr", reflect.TypeFor[UserspaceMemoryRegion](), "UserspaceAddr", 24},
 	}

@@ -64,3 +64,21 @@ func rawGetDirtyLog(fd int, slot uint32, bitmap []uint64) error {
 	_, err := rawIoctlPtr(fd, kvmGetDirtyLog, &dl)
 	return err
 }
+
+// clearDirtyLog mirrors struct kvm_clear_dirty_log. Bitmap is an
+// unsafe.Pointer for the same reason as dirtyLog's.
+type clearDirtyLog struct {
+	Slot      uint32
+	NumPages  uint32
+	FirstPage uint64
+	Bitmap    unsafe.Pointer
+}
+
+// rawClearDirtyLog issues KVM_CLEAR_DIRTY_LOG for numPages pages of slot
+// from firstPage, with one bit per page in bitmap, which must be non-empty
+// and hold at least numPages bits (the caller checks).
+func rawClearDirtyLog(fd int, slot uint32, firstPage uint64, numPages uint32, bitmap []uint64) error {
+	cl := clearDirtyLog{Slot: slot, NumPages: numPages, FirstPage: firstPage, Bitmap: unsafe.Pointer(&bitmap[0])}
+	_, err := rawIoctlPtr(fd, kvmClearDirtyLog, &cl)
+	return err
+}

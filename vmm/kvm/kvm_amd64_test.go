@@ -164,6 +164,77 @@ func TestRunRealModeGuest(t *testing.T) {
 	}
 }
 
+// TestManualDirtyLog checks manual dirty-log protection with the log
+// initially set: every page starts dirty, GetDirtyLog does not clear,
+// ClearDirtyLog clears exactly the pages it names and re-arms them, so the
+// guest's next write is logged again.
+func TestManualDirtyLog(t *testing.T) {
+	s := openOrSkip(t)
+	cpuid, err := s.SupportedCPUID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	modes, err := vm.EnableManualDirtyLog(DirtyLogManualProtectEnable | DirtyLogInitiallySet)
+	if err != nil {
+		t.Fatalf("EnableManualDirtyLog: %v", err)
+	}
+	if modes != DirtyLogManualProtectEnable|DirtyLogInitiallySet {
+		t.Skipf("KVM offers manual dirty-log modes %#x", modes)
+	}
+	if err := vm.SetTSSAddr(0xfffbd000); err != nil {
+		t.Fatal(err)
+	}
+	const ramSize = 0x10000 // 16 pages: one partial bitmap word
+	ram := newGuestRAM(t, ramSize)
+	ram.write(t, 0x1000, realModeGuest)
+	if err := vm.SetUserMemoryRegion(UserspaceMemoryRegion{Slot: 0, Flags: MemLogDirtyPages, MemorySize: ramSize, UserspaceAddr: uint64(ram.addr)}); err != nil {
+		t.Fatal(err)
+	}
+	cpu := realModeVCPU(t, vm, cpuid)
+	get := func() uint64 {
+		t.Helper()
+		bm := make([]uint64, 1)
+		if err := vm.GetDirtyLog(0, bm); err != nil {
+			t.Fatal(err)
+		}
+		return bm[0]
+	}
+	all := uint64(1)<<(ramSize/PageSize) - 1
+	steps := []struct {
+		name  string
+		clear uint64 // pages to clear first
+		run   bool   // run the guest to its first exit (it writes page 3)
+		want  uint64
+	}{
+		{"initially set", 0, false, all},
+		{"get does not clear", 0, false, all},
+		{"clear some", 0b1010, false, all &^ 0b1010},
+		{"clear the rest", all &^ 0b1010, false, 0},
+		{"guest write logged", 0, true, 1 << 3},
+		{"cleared again", 1 << 3, false, 0},
+	}
+	for _, st := range steps {
+		if st.clear != 0 {
+			if err := vm.ClearDirtyLog(0, 0, ramSize/PageSize, []uint64{st.clear}); err != nil {
+				t.Fatalf("%s: ClearDirtyLog: %v", st.name, err)
+			}
+		}
+		if st.run {
+			if err := cpu.Run(); err != nil || cpu.ExitReason() != ExitIO {
+				t.Fatalf("%s: Run() = %v, exit %v; want an I/O exit", st.name, err, cpu.ExitReason())
+			}
+		}
+		if got := get(); got != st.want {
+			t.Errorf("%s: dirty log %#x, want %#x", st.name, got, st.want)
+		}
+	}
+}
+
 // TestStateRoundTrip gets and sets every piece of vCPU and VM state and exercises the interrupt ioctls.
 func TestStateRoundTrip(t *testing.T) {
 	s := openOrSkip(t)

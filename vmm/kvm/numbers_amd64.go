@@ -52,6 +52,7 @@ var (
 	kvmSetPIT2       = linux.IOW(kvmio, 0xa0, sizeOf[PITState2]())
 	kvmEnableCap     = linux.IOW(kvmio, 0xa3, sizeOf[enableCap]())
 	kvmSignalMSI     = linux.IOW(kvmio, 0xa5, sizeOf[MSI]())
+	kvmClearDirtyLog = linux.IOWR(kvmio, 0xc0, sizeOf[clearDirtyLog]())
 
 	// vCPU ioctls.
 	kvmRun           = linux.IO(kvmio, 0x80)

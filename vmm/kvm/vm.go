@@ -137,6 +137,73 @@ func (v *VM) GetDirtyLog(slot uint32, bitmap []uint64) error {
 	return nil
 }
 
+// Manual dirty-log protection modes (KVM_DIRTY_LOG_* of
+// KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2).
+const (
+	// DirtyLogManualProtectEnable: KVM_GET_DIRTY_LOG neither clears the
+	// log nor write-protects pages; ClearDirtyLog does both, for the
+	// pages the caller names.
+	DirtyLogManualProtectEnable = 1 << 0
+	// DirtyLogInitiallySet: turning logging on for a slot marks every
+	// page dirty instead of write-protecting all of them at once.
+	DirtyLogInitiallySet = 1 << 1
+)
+
+// EnableManualDirtyLog enables KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 with the
+// modes in want that this kernel offers, and returns those modes (0 when
+// the kernel offers none: the log then works as before, GetDirtyLog
+// clearing it). Call it while no slot logs dirty pages.
+func (v *VM) EnableManualDirtyLog(want uint64) (uint64, error) {
+	offered, err := v.CheckExtension(CapManualDirtyLogProtect2)
+	if err != nil {
+		return 0, err
+	}
+	modes := want & uint64(max(offered, 0))
+	if modes&DirtyLogManualProtectEnable == 0 {
+		return 0, nil // INITIALLY_SET alone is not a mode
+	}
+	if err := v.EnableCap(CapManualDirtyLogProtect2, 0, [4]uint64{modes}); err != nil {
+		return 0, err
+	}
+	return modes, nil
+}
+
+// ClearDirtyLog issues KVM_CLEAR_DIRTY_LOG (manual dirty-log protection,
+// see EnableManualDirtyLog): for every bit set in bitmap (bit i of word j
+// is page firstPage+64*j+i of the slot) it clears the page's dirty bit and
+// write-protects it again, so the next write is logged. firstPage must be
+// a multiple of 64 and numPages too, unless the range ends at the end of
+// the slot; bitmap must cover numPages.
+func (v *VM) ClearDirtyLog(slot uint32, firstPage uint64, numPages uint32, bitmap []uint64) error {
+	const op = "KVM_CLEAR_DIRTY_LOG"
+	v.mu.Lock()
+	size, ok := v.slots[slot]
+	v.mu.Unlock()
+	if !ok {
+		return opError(op, fmt.Errorf("slot %d was not set on this VM", slot))
+	}
+	pages := size / PageSize
+	switch {
+	case numPages == 0:
+		return opError(op, errors.New("no pages"))
+	case firstPage%64 != 0:
+		return opError(op, fmt.Errorf("first page %d is not a multiple of 64", firstPage))
+	case firstPage >= pages || uint64(numPages) > pages-firstPage:
+		return opError(op, fmt.Errorf("pages [%d, +%d) outside slot %d (%d pages)", firstPage, numPages, slot, pages))
+	case numPages%64 != 0 && firstPage+uint64(numPages) != pages:
+		return opError(op, fmt.Errorf("%d pages: not a multiple of 64 and not up to the end of slot %d", numPages, slot))
+	case len(bitmap) < int((numPages+63)/64):
+		return opError(op, fmt.Errorf("%d pages need %d bitmap words, got %d", numPages, (numPages+63)/64, len(bitmap)))
+	}
+	if v.fd < 0 {
+		return opError(op, ErrClosed)
+	}
+	if err := rawClearDirtyLog(v.fd, slot, firstPage, numPages, bitmap); err != nil {
+		return opError(op, err)
+	}
+	return nil
+}
+
 // SetTSSAddr issues KVM_SET_TSS_ADDR: three pages at addr (below 4 GiB,
 // outside guest RAM) for the TSS Intel VMX needs to run real mode.
 func (v *VM) SetTSSAddr(addr uint64) error {

@@ -24,13 +24,14 @@ int main(void) {
 	N(KVM_GET_VCPU_EVENTS) N(KVM_SET_VCPU_EVENTS) N(KVM_GET_DEBUGREGS)
 	N(KVM_SET_DEBUGREGS) N(KVM_GET_XSAVE) N(KVM_SET_XSAVE) N(KVM_GET_XCRS)
 	N(KVM_SET_XCRS) N(KVM_SET_TSC_KHZ) N(KVM_GET_TSC_KHZ) N(KVM_KVMCLOCK_CTRL)
-	N(KVM_NMI)
+	N(KVM_NMI) N(KVM_CLEAR_DIRTY_LOG)
 	printf("\n");
 	S(kvm_regs) S(kvm_segment) S(kvm_dtable) S(kvm_sregs) S(kvm_fpu)
 	S(kvm_xsave) S(kvm_xcr) S(kvm_xcrs) S(kvm_lapic_state) S(kvm_vcpu_events)
 	S(kvm_mp_state) S(kvm_debugregs) S(kvm_msr_entry) S(kvm_msrs)
 	S(kvm_msr_list) S(kvm_cpuid_entry2) S(kvm_cpuid2)
-	S(kvm_userspace_memory_region) S(kvm_dirty_log) S(kvm_irq_level)
+	S(kvm_userspace_memory_region) S(kvm_dirty_log) S(kvm_clear_dirty_log)
+	S(kvm_irq_level)
 	S(kvm_irqchip) S(kvm_pit_config) S(kvm_pit_channel_state) S(kvm_pit_state2)
 	S(kvm_clock_data) S(kvm_irqfd) S(kvm_ioeventfd) S(kvm_irq_routing_entry)
 	S(kvm_irq_routing) S(kvm_msi) S(kvm_enable_cap) S(kvm_run)
@@ -75,6 +76,7 @@ int main(void) {
 	V(KVM_EXIT_X86_BUS_LOCK) V(KVM_EXIT_XEN) V(KVM_EXIT_NOTIFY)
 	printf("\n");
 	V(KVM_API_VERSION) V(KVM_MEM_LOG_DIRTY_PAGES) V(KVM_MEM_READONLY)
+	V(KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE) V(KVM_DIRTY_LOG_INITIALLY_SET)
 	V(KVM_PIT_SPEAKER_DUMMY) V(KVM_IRQFD_FLAG_DEASSIGN)
 	V(KVM_IRQFD_FLAG_RESAMPLE) V(KVM_IOEVENTFD_FLAG_DATAMATCH)
 	V(KVM_IOEVENTFD_FLAG_PIO) V(KVM_IOEVENTFD_FLAG_DEASSIGN)
@@ -112,7 +114,9 @@ int main(void) {
 	F(kvm_clock_data, pad) F(kvm_ioeventfd, len) F(kvm_ioeventfd, fd)
 	F(kvm_ioeventfd, flags) F(kvm_irqchip, chip) F(kvm_irqfd, resamplefd)
 	F(kvm_irq_routing_entry, u) F(kvm_msi, devid) F(kvm_enable_cap, args)
-	F(kvm_dirty_log, dirty_bitmap) F(kvm_debugregs, flags)
+	F(kvm_dirty_log, dirty_bitmap)
+	F(kvm_clear_dirty_log, first_page) F(kvm_clear_dirty_log, dirty_bitmap)
+	F(kvm_debugregs, flags)
 	F(kvm_userspace_memory_region, userspace_addr)
 	return 0;
 }
