@@ -10,6 +10,23 @@ import (
 
 // Tests in this file need /dev/kvm and skip cleanly without it.
 
+// newTestVM opens /dev/kvm (or skips the test) and creates a VM, closed
+// when the test ends; it also returns the CPUID the host supports.
+func newTestVM(t *testing.T) (*System, *CPUID, *VM) {
+	t.Helper()
+	s := openOrSkip(t)
+	cpuid, err := s.SupportedCPUID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := s.CreateVM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	return s, cpuid, vm
+}
+
 // openOrSkip opens /dev/kvm or skips the test.
 func openOrSkip(t *testing.T) *System {
 	t.Helper()
@@ -169,16 +186,7 @@ func TestRunRealModeGuest(t *testing.T) {
 // ClearDirtyLog clears exactly the pages it names and re-arms them, so the
 // guest's next write is logged again.
 func TestManualDirtyLog(t *testing.T) {
-	s := openOrSkip(t)
-	cpuid, err := s.SupportedCPUID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := s.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
+	_, cpuid, vm := newTestVM(t)
 	modes, err := vm.EnableManualDirtyLog(DirtyLogManualProtectEnable | DirtyLogInitiallySet)
 	if err != nil {
 		t.Fatalf("EnableManualDirtyLog: %v", err)
@@ -237,7 +245,7 @@ func TestManualDirtyLog(t *testing.T) {
 
 // TestStateRoundTrip gets and sets every piece of vCPU and VM state and exercises the interrupt ioctls.
 func TestStateRoundTrip(t *testing.T) {
-	s := openOrSkip(t)
+	s, cpuid, vm := newTestVM(t)
 	if n, err := s.VCPUMmapSize(); err != nil || n < runSize {
 		t.Fatalf("VCPUMmapSize() = %d, %v", n, err)
 	}
@@ -245,15 +253,6 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil || len(msrs) == 0 {
 		t.Fatalf("MSRIndexList() = %v, %v", msrs, err)
 	}
-	cpuid, err := s.SupportedCPUID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := s.CreateVM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
 	must := func(what string, err error) {
 		t.Helper()
 		if err != nil {
