@@ -114,12 +114,17 @@ only_known_symptoms() {
 	mapfile -t failed < <(grep -oE '^--- FAIL: Test[A-Za-z0-9_]+' "$1" | awk '{print $3}' | sort -u)
 	if grep -qE 'nested host stopped without|nested host wedged|FAIL: timeout after' "$1"; then died=1; fi
 	((${#failed[@]} + died > 0)) || return 1
+	local block
 	for name in "${failed[@]}"; do
-		if ! awk -v t="$name" '
+		# Into a variable first: grep -q stops reading at its first match,
+		# and under pipefail the SIGPIPE that awk then gets for a long
+		# block would read as "no known symptom".
+		block=$(awk -v t="$name" '
 			$0 == "=== RUN   " t { on = 1 }
 			on { print }
 			on && index($0, "--- FAIL: " t " ") == 1 { exit }
-		' "$1" | grep -qE "$known_symptoms"; then
+		' "$1")
+		if ! grep -qE "$known_symptoms" <<<"$block"; then
 			warn "$name failed without a known nested-host symptom"
 			return 1
 		fi
