@@ -78,10 +78,10 @@ run_integration() {
 		local quoted
 		quoted=$(printf '%q ' "$@")
 		# shellcheck disable=SC2086
-		# Four silent minutes mean a frozen nested host (a healthy run
+		# Three silent minutes mean a frozen nested host (a healthy run
 		# prints at least every two: the tests' console waits end there);
 		# the long tests include a benchmark that prints only at its end.
-		local silence=4m
+		local silence=3m
 		if [[ ${GODWIT_TEST_LONG:-} == 1 ]]; then silence=12m; fi
 		"$BIN_DIR/nested" "${adds[@]}" --timeout "${nested_limit}s" --silence "$silence" $NESTED_ARGS \
 			--run "mkdir -p /src/test/integration && cd /src/test/integration && /bin/integration.test -test.v -test.timeout $((nested_limit - 60))s $quoted" 2>&1 | tee "$ilog"
@@ -97,7 +97,7 @@ run_integration() {
 # without logging why. QEMU's own guests under the same nested KVM
 # hit it far less often; the cause is not found (see docs/testing.md).
 # A run whose failures all show one of these symptoms is retried, at most
-# three times within the stage's 20 minutes, with every test that has not
+# four times within the stage's 20 minutes, with every test that has not
 # passed yet (so a nested host that died mid-run still runs the rest);
 # each retry is reported loudly, and any other failure fails at once.
 known_symptoms='guest triple fault \(KVM_EXIT_SHUTDOWN\)|no godwit VM listening on|no [^:]+ within [0-9]+m|did not (exit|finish|log) .*within|nested host stopped without|nested host wedged|FAIL: timeout after|Kernel panic|did not answer in time'
@@ -142,7 +142,7 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	cp "$ilog" "$ilog.$attempt"
 	logs+=("$ilog.$attempt")
 	attempt=$((attempt + 1))
-	if ((attempt > 3)); then
+	if ((attempt > 4)); then
 		warn "no retry left: the run failed $attempt times"
 		exit 1
 	fi
@@ -151,9 +151,10 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 		exit 1
 	fi
 	# The whole integration stage stays within 20 minutes (CI's budget is
-	# 30 for everything): a retry gets what is left, at least 4 minutes.
+	# 30 for everything): a retry gets what is left, at least 3 minutes
+	# (it runs only the tests not passed yet).
 	nested_limit=$((stage_limit - (SECONDS - t)))
-	if ((nested_limit < 4 * 60)); then
+	if ((nested_limit < 3 * 60)); then
 		warn "no retry: the integration stage already took $(((SECONDS - t) / 60)) minutes"
 		exit 1
 	fi
@@ -162,7 +163,7 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	if ((${#passed[@]})); then
 		skip_passed="^($(IFS='|'; echo "${passed[*]}"))\$"
 	fi
-	warn "KNOWN FLAKE (retry $attempt of 3): the run failed only with the known nested-host symptoms; running every test not passed yet"
+	warn "KNOWN FLAKE (retry $attempt of 4): the run failed only with the known nested-host symptoms; running every test not passed yet"
 done
 if ((attempt > 0)); then
 	warn "KNOWN FLAKE: all tests passed after $attempt retries (open bug: guests and the nested host intermittently break under QEMU TCG)"

@@ -20,6 +20,10 @@ import (
 // under TCG is slow; the bound only stops a hung test.
 const lineTimeout = 2 * time.Minute
 
+// killTimeout is how long a SIGKILLed godwit may take to die before the
+// test reports the host stuck.
+const killTimeout = 30 * time.Second
+
 // migrateTimeout bounds one `godwit migrate` run, and commandTimeout a
 // whole demo or pingpong run: a hung command is killed and reported, not
 // left to the global test timeout.
@@ -150,7 +154,16 @@ func startGodwitEnv(t *testing.T, env []string, args ...string) *vmProcess {
 		case <-p.done:
 		default:
 			p.cmd.Process.Kill()
-			<-p.done
+			select {
+			case <-p.done:
+			case <-time.After(killTimeout):
+				// Only a stuck kernel keeps a SIGKILLed process alive:
+				// in the nested host, the known wedge. Tell the harness
+				// (a line of its own on the console) so it stops the
+				// nested host now rather than after its silence limit.
+				fmt.Printf("%s: godwit (pid %d) still alive %v after SIGKILL\n", harness.WedgedMarker, p.cmd.Process.Pid, killTimeout)
+				<-p.done
+			}
 		}
 		p.mu.Lock()
 		defer p.mu.Unlock()

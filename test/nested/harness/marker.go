@@ -15,6 +15,11 @@ const (
 	StartMarker = "GODWIT-NESTED-START"
 	// ExitMarker prefixes the payload's exit code: "GODWIT-NESTED-EXIT=<code>".
 	ExitMarker = "GODWIT-NESTED-EXIT="
+	// WedgedMarker starts a line a payload prints when it finds the
+	// nested host stuck (a killed process that does not die): the
+	// harness then stops the nested host at once, as for the kernel's
+	// own stall reports.
+	WedgedMarker = "GODWIT-NESTED-WEDGED"
 	// GuestReadyMarker is printed by the guest initramfs once userspace runs.
 	GuestReadyMarker = "GODWIT-GUEST-READY"
 )
@@ -176,6 +181,9 @@ func (c *Console) scan(line string) {
 	}
 	if msg, ok := WedgeSign(line); ok {
 		c.setWedge(msg)
+	}
+	if strings.HasPrefix(line, WedgedMarker) {
+		c.setWedge(line)
 	}
 }
 

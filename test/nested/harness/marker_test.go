@@ -176,3 +176,28 @@ func TestConsoleSilence(t *testing.T) {
 		t.Errorf("Wedge() = %q", w)
 	}
 }
+
+func TestConsoleWedgedMarker(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want bool
+	}{
+		{WedgedMarker + ": godwit (pid 12) still alive 30s after SIGKILL", true},
+		{"    helpers_test.go:1: " + WedgedMarker + " quoted by a test", false},
+		{"heartbeat 3", false},
+	} {
+		var out strings.Builder
+		c := NewConsole(&out)
+		fmt.Fprintln(c, tt.line)
+		select {
+		case <-c.Wedged():
+			if !tt.want {
+				t.Errorf("%q wedged the console", tt.line)
+			}
+		default:
+			if tt.want {
+				t.Errorf("%q did not wedge the console", tt.line)
+			}
+		}
+	}
+}
