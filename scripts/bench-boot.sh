@@ -46,7 +46,7 @@ if use_direct_kvm && command -v qemu-system-x86_64 >/dev/null; then
 	mkdir -p /tmp/godwit-bench-bin && ln -sf "$PWD/$BIN_DIR/godwit" /tmp/godwit-bench-bin/godwit
 	(cd /tmp && bash -c "${payload//\/bin\/godwit//tmp/godwit-bench-bin/godwit}") | tee "$out"
 else
-	"$BIN_DIR/nested" --with-qemu --add "$BIN_DIR/godwit:/bin/godwit" \
+	"$BIN_DIR/nested" --with-qemu --silence 5m --add "$BIN_DIR/godwit:/bin/godwit" \
 		--env "REPS=$REPS" --env "CMDLINE=$CMDLINE" --run "$payload" | tee "$out"
 fi
 python3 - "$out" <<'PY'

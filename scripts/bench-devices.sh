@@ -283,7 +283,7 @@ if use_direct_kvm && command -v qemu-system-x86_64 >/dev/null; then
 	GODWIT="$ABS_BIN/godwit" sh -c "$payload" | tee "$out" || status=$?
 else
 	# A run is about a minute of boot plus the transfers under TCG.
-	"$BIN_DIR/nested" --with-qemu --timeout "$((10 + REPS * 8))m" --add "$BIN_DIR/godwit:/bin/godwit" \
+	"$BIN_DIR/nested" --with-qemu --silence 5m --timeout "$((10 + REPS * 8))m" --add "$BIN_DIR/godwit:/bin/godwit" \
 		--env "REPS=$REPS" --env "DISK_MIB=$DISK_MIB" --env "NET_MIB=$NET_MIB" \
 		--env "CMDLINE=$CMDLINE" --env "VM_TIMEOUT=$VM_TIMEOUT" --env "NET_TIMEOUT=$NET_TIMEOUT" \
 		--run "$payload" | tee "$out" || status=$?

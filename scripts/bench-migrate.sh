@@ -28,7 +28,7 @@ if use_direct_kvm && command -v qemu-system-x86_64 >/dev/null; then
 		--kernel "$GODWIT_KERNEL" --initrd "$GODWIT_INITRD" $MIGRATEBENCH_ARGS | tee "$out" || status=$?
 else
 	# Roughly 1.5 minutes a run under the nested host's TCG, three variants.
-	"$BIN_DIR/nested" --with-qemu --timeout "$((10 + REPS * 6))m" \
+	"$BIN_DIR/nested" --with-qemu --silence 5m --timeout "$((10 + REPS * 6))m" \
 		--add "$BIN_DIR/godwit:/bin/godwit" --add "$BIN_DIR/migratebench:/bin/migratebench" \
 		--env "REPS=$REPS" --env "MIGRATEBENCH_ARGS=$MIGRATEBENCH_ARGS" \
 		--run '/bin/migratebench $MIGRATEBENCH_ARGS' | tee "$out" || status=$?
