@@ -135,3 +135,39 @@ func TestActionString(t *testing.T) {
 		}
 	}
 }
+
+func TestDecideRefine(t *testing.T) {
+	refine := Policy{DowntimeTarget: 300 * time.Millisecond, MaxRounds: 30, Timeout: time.Minute, RefineFloor: 2 * time.Millisecond}
+	oneRound := refine
+	oneRound.MaxRounds = 1
+	switchover := refine
+	switchover.SwitchoverCost = 50 * time.Millisecond
+	tests := []struct {
+		name string
+		h    History
+		p    Policy
+		want Action
+	}{
+		{name: "after round 0: 1000 pages left, a 10 ms round leaves about 10", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: refine, want: Continue},
+		{name: "pages part under the floor", h: History{Rounds: []RoundStat{rs(100, 0)}}, p: refine, want: StopAndCopy},
+		{name: "switchover cost counts as the round's fixed cost", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: switchover, want: Continue},
+		{name: "the guest would dirty most of them again", h: History{Rounds: []RoundStat{rs(100000, 0),
+			{Pages: 2000, Duration: 20 * time.Millisecond, DirtyAfter: 1500}}}, p: refine, want: StopAndCopy},
+		{name: "the last refinement did not shrink the pages by a quarter", h: History{Rounds: []RoundStat{rs(1000, 0), rs(900, 0)}}, p: refine, want: StopAndCopy},
+		{name: "the last refinement shrank them by a quarter", h: History{Rounds: []RoundStat{rs(1000, 0), rs(700, 0)}}, p: refine, want: Continue},
+		{name: "round limit reached", h: History{Rounds: []RoundStat{rs(1000, 0)}}, p: oneRound, want: StopAndCopy},
+		{name: "half the timeout passed", h: History{Rounds: []RoundStat{rs(1000, 0)}, Elapsed: 30 * time.Second}, p: refine, want: StopAndCopy},
+		{name: "not converged: the usual rules", h: History{Rounds: []RoundStat{rs(100000, 0)}}, p: refine, want: Continue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(tt.h, tt.p)
+			if d.Action != tt.want {
+				t.Fatalf("action %v (%s), want %v", d.Action, d.Reason, tt.want)
+			}
+			if d.Reason == "" {
+				t.Fatal("decision without a reason")
+			}
+		})
+	}
+}

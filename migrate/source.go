@@ -39,6 +39,11 @@ type Options struct {
 	// caller that migrates the same kind of VM again can pass the
 	// previous migration's Stats.SwitchoverMs.
 	SwitchoverCost time.Duration
+	// RefineFloor is Policy.RefineFloor: after converging, keep running
+	// short live rounds while the last pages' share of the expected
+	// downtime is at least this and a round is expected to halve it
+	// (default DefaultRefineFloor; negative disables refinement).
+	RefineFloor time.Duration
 	// Progress, if set, is called after every round.
 	Progress func(Progress)
 	// Trace, if set, receives the record of every round (see
@@ -60,6 +65,9 @@ func (o Options) withDefaults() Options {
 	if o.SwitchoverCost <= 0 {
 		o.SwitchoverCost = DefaultSwitchoverCost
 	}
+	if o.RefineFloor == 0 {
+		o.RefineFloor = DefaultRefineFloor
+	}
 	return o
 }
 
@@ -67,6 +75,10 @@ func (o Options) withDefaults() Options {
 // 2-4 ms measured on loopback with the test guest (pause, state save,
 // restore, start and the round trip), to stay conservative.
 const DefaultSwitchoverCost = 5 * time.Millisecond
+
+// DefaultRefineFloor is Options.RefineFloor when unset: refinement rounds
+// stop once the last pages are expected to take under 2 ms.
+const DefaultRefineFloor = 2 * time.Millisecond
 
 // peerResult is what the source's reader goroutine saw from the
 // destination: RESUMED, or the error that ended the stream.
@@ -241,6 +253,7 @@ func (s *sender) run() error {
 		Timeout:        s.opts.Timeout,
 		AutoConverge:   s.opts.AutoConverge,
 		SwitchoverCost: s.opts.SwitchoverCost,
+		RefineFloor:    s.opts.RefineFloor,
 	}
 	for round := 0; ; round++ {
 		roundStart := time.Now()
