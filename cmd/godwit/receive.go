@@ -30,6 +30,7 @@ func receiveCommand() *cli.Command {
 			&cli.StringFlag{Name: "storage-dir", Usage: "when the source sends its disks (migrate --include-storage), create their images in `DIR`, named after the source's images (--disk-map entries go where they say)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "let a storage migration replace existing image files"},
 			&cli.StringSliceFlag{Name: "tap-map", Usage: "OLD=NEW: connect the source's network device on tap OLD to tap NEW here (created when absent); unmapped devices use a tap of the source's name (repeatable)"},
+			&cli.BoolFlag{Name: "mem-prealloc", Usage: "allocate the incoming VM's RAM in the background while the migration streams, so that the last pages, sent with the guest paused, land in memory the host has already allocated and zeroed"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 		}, channelFlags("accept only a source whose certificate carries `NAME` (DNS, IP, URI or e-mail SAN, or subject CN; default: any certificate the CA signed)")...),
 		Action: runReceive,
@@ -116,6 +117,9 @@ func runReceive(c *cli.Context) error {
 		v, err := vmm.NewIncoming(config, local)
 		if err != nil {
 			return nil, err
+		}
+		if c.Bool("mem-prealloc") {
+			v.Memory().PopulateInBackground()
 		}
 		vm = v
 		return v, nil

@@ -164,3 +164,62 @@ func TestPreallocKeepsContentsAndMakesRAMResident(t *testing.T) {
 		t.Fatalf("after Prealloc %d of %d bytes of guest RAM are allocated", allocated, size)
 	}
 }
+
+func TestPopulateInBackground(t *testing.T) {
+	tests := []struct {
+		name      string
+		closeNow  bool // Close right after starting: must stop it and not fail
+		wantAlloc bool
+	}{
+		{name: "runs to the end and keeps contents", wantAlloc: true},
+		{name: "Close stops it", closeNow: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const size = 8 << 20
+			m, err := New(size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.PopulateDone() != nil {
+				t.Fatal("PopulateDone before PopulateInBackground is not nil")
+			}
+			want := []byte("written before the population")
+			if err := m.Write(0x3000, want); err != nil {
+				t.Fatal(err)
+			}
+			m.PopulateInBackground()
+			done := m.PopulateDone()
+			if tt.closeNow {
+				if err := m.Close(); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case <-done:
+				default:
+					t.Fatal("Close returned with the population still running")
+				}
+				return
+			}
+			defer m.Close()
+			<-done
+			got := make([]byte, len(want))
+			if err := m.Read(0x3000, got); err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want) {
+				t.Fatalf("after the population the guest's bytes are %q, want %q", got, want)
+			}
+			var st unix.Stat_t
+			if err := unix.Fstat(m.fd, &st); err != nil {
+				t.Fatal(err)
+			}
+			if allocated := st.Blocks * 512; tt.wantAlloc && allocated < size {
+				if err := unix.Madvise(m.mapping[:4096], unix.MADV_POPULATE_WRITE); errors.Is(err, unix.EINVAL) {
+					t.Skipf("kernel without MADV_POPULATE_WRITE: %v", err)
+				}
+				t.Fatalf("after the population %d of %d bytes of guest RAM are allocated", allocated, size)
+			}
+		})
+	}
+}

@@ -54,6 +54,7 @@ type config struct {
 	stepTimeout    time.Duration
 	migrateTimeout time.Duration
 	downtimeMs     int
+	receiveArgs    string // extra flags for godwit receive
 	qemuBandwidth  int64
 	workdir        string
 }
@@ -126,6 +127,7 @@ func realMain() int {
 	fs.DurationVar(&c.migrateTimeout, "migrate-timeout", 3*time.Minute, "limit for one migration")
 	fs.IntVar(&c.downtimeMs, "downtime-ms", 300, "downtime target for both (godwit --downtime-ms, QEMU downtime-limit)")
 	fs.Int64Var(&c.qemuBandwidth, "qemu-max-bandwidth", 1<<37, "QEMU max-bandwidth in bytes/s (large: cap lifted; godwit has none by default)")
+	fs.StringVar(&c.receiveArgs, "godwit-receive-args", "", "extra `flags` for every godwit receiver, space-separated")
 	fs.StringVar(&c.workdir, "workdir", os.TempDir(), "`dir` for sockets")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2

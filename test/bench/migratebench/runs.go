@@ -169,8 +169,8 @@ func runGodwit(c *config, v variant) (res result, err error) {
 	}
 	res.boot = time.Since(t0)
 
-	dst, err = startProc(v.name+" destination", c.godwit, "receive", "--listen", "tcp:127.0.0.1:0",
-		"--api-sock", dstSock, "--serial", "stdio")
+	dst, err = startProc(v.name+" destination", append([]string{c.godwit, "receive", "--listen", "tcp:127.0.0.1:0",
+		"--api-sock", dstSock, "--serial", "stdio"}, strings.Fields(c.receiveArgs)...)...)
 	if err != nil {
 		return res, err
 	}
