@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,6 +25,9 @@ func main() {
 // runApp runs the CLI and turns every error into one line on stderr and a
 // non-zero exit code.
 func runApp(args []string) int {
+	if stop := startCPUProfile(os.Getenv("GODWIT_CPUPROFILE")); stop != nil {
+		defer stop()
+	}
 	app := &cli.App{
 		Name:    "godwit",
 		Usage:   "a KVM virtual machine monitor built for live migration",
@@ -59,6 +64,32 @@ func runApp(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile writes a CPU profile of this process to PREFIX.PID when
+// GODWIT_CPUPROFILE=PREFIX is set (the PID keeps the source and the
+// receiver of a local migration apart), for `go tool pprof`. It returns
+// the function that ends the profile, or nil when none was started; a
+// profile that cannot be started is reported and the command runs anyway.
+func startCPUProfile(prefix string) func() {
+	if prefix == "" {
+		return nil
+	}
+	f, err := os.Create(prefix + "." + strconv.Itoa(os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "godwit: GODWIT_CPUPROFILE: %v\n", err)
+		return nil
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // usageError reports a bad flag or argument as one line.
