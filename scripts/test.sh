@@ -73,8 +73,11 @@ run_integration() {
 		if ((have_godwit)); then adds+=(--add "$BIN_DIR/godwit:/bin/godwit"); fi
 		# GODWIT_TEST_LONG=1 also runs the tests that take minutes there.
 		if [[ ${GODWIT_TEST_LONG:-} == 1 ]]; then adds+=(--env GODWIT_TEST_LONG=1); fi
-		# GODWIT_SOAK_HOPS sets TestSoakPingpong's hop count (default 100).
-		if [[ -n ${GODWIT_SOAK_HOPS:-} ]]; then adds+=(--env "GODWIT_SOAK_HOPS=$GODWIT_SOAK_HOPS"); fi
+		# Hop counts of the long ping-pong tests: TestSoakPingpong (default
+		# 100), TestLinuxSoak (50), TestLinuxStoragePingpong (10).
+		for hops in GODWIT_SOAK_HOPS GODWIT_LINUX_SOAK_HOPS GODWIT_STORAGE_HOPS; do
+			if [[ -n ${!hops:-} ]]; then adds+=(--env "$hops=${!hops}"); fi
+		done
 		local quoted
 		quoted=$(printf '%q ' "$@")
 		# shellcheck disable=SC2086

@@ -27,6 +27,15 @@ const (
 	netHostCIDR = netHostIP + "/24"
 )
 
+// The host bridge of the network tests, holding netHostIP, and its two
+// taps, which stand for the switch ports of a source and a destination
+// host.
+const (
+	netBridge = "gwbr0"
+	netTapA   = "gwtap1"
+	netTapB   = "gwtap2"
+)
+
 // hostNet configures the network of the host running the tests: taps and
 // bridges, created with iproute2 where it is installed and with busybox's
 // tunctl and brctl otherwise (the nested host has busybox only). Every
@@ -117,6 +126,20 @@ func (h hostNet) enslave(port, br string) {
 func (h hostNet) addr(name, cidr string) {
 	h.t.Helper()
 	h.run([]string{"ip", "addr", "add", cidr, "dev", name})
+}
+
+// bridgedTaps creates the bridge netBridge with the host's link-local
+// address and the taps netTapA and netTapB as its ports (all deleted when
+// the test ends); it skips the test where it cannot (needHostNet).
+func bridgedTaps(t *testing.T) {
+	t.Helper()
+	h := needHostNet(t)
+	h.bridge(netBridge)
+	h.addr(netBridge, netHostCIDR)
+	for _, tp := range []string{netTapA, netTapB} {
+		h.tap(tp)
+		h.enslave(tp, netBridge)
+	}
 }
 
 // netGuestSetup brings the guest's eth0 up with its address and prints its
@@ -240,6 +263,89 @@ func counterLine(line string) (int, bool) {
 	return n, err == nil
 }
 
+// counterRead is one "cnt N" line of a guest's counter stream, and when
+// the host read it.
+type counterRead struct {
+	n  int
+	at time.Time
+}
+
+// counterStream is a TCP server on the host's bridge address that takes
+// one connection, the guest's counter stream, and reads its "cnt N"
+// lines. A read waits at most lineTimeout: a stream silent that long has
+// died.
+type counterStream struct {
+	ln    net.Listener
+	port  string           // the server's TCP port, for the guest's nc
+	reads chan counterRead // closed when the connection ends
+	err   chan error       // why it ended
+	conns chan net.Conn    // the connection, once accepted
+}
+
+// listenCounterStream starts a counterStream; it waits 2*lineTimeout for
+// the guest to connect (the guest boots first: in the nested host that
+// takes a minute).
+func listenCounterStream(t *testing.T) *counterStream {
+	t.Helper()
+	ln, err := net.Listen("tcp", netHostIP+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &counterStream{ln: ln, port: strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), reads: make(chan counterRead, 4096), err: make(chan error, 1), conns: make(chan net.Conn, 1)}
+	go s.serve()
+	return s
+}
+
+// serve accepts the guest's connection and reads its counters.
+func (s *counterStream) serve() {
+	defer close(s.reads)
+	s.ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * lineTimeout))
+	c, err := s.ln.Accept()
+	s.ln.Close() // one connection: a guest that reconnected would find nobody
+	if err != nil {
+		s.err <- err
+		return
+	}
+	s.conns <- c
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for {
+		c.SetReadDeadline(time.Now().Add(lineTimeout))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			s.err <- err
+			return
+		}
+		if n, ok := counterLine(line); ok {
+			s.reads <- counterRead{n: n, at: time.Now()}
+		}
+	}
+}
+
+// guestCmd is the guest's side of the stream (counterCmd).
+func (s *counterStream) guestCmd() string { return counterCmd(s.port) }
+
+// counterCmd is the guest's side of a counter stream to the host's port
+// (godwit.cmd: no double quotes): a counter, one "cnt N" line a second,
+// into nc connected to the server. It ends when the connection does.
+func counterCmd(port string) string {
+	return "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo cnt $i; sleep 1; done | nc " + netHostIP + " " + port
+}
+
+// close closes the host's end of the connection, if there is one, and
+// waits for the reader to end: a guest that is gone did not close its
+// end.
+func (s *counterStream) close() {
+	select {
+	case c := <-s.conns:
+		c.Close()
+		for range s.reads {
+		}
+	default:
+	}
+}
+
 // TestVirtioNet boots Debian's stock kernel with a virtio-net device and
 // checks the network end to end, then across a migration; one guest for
 // all of it, because in the nested host every Linux boot costs about a
@@ -261,14 +367,8 @@ func TestVirtioNet(t *testing.T) {
 	kernel := asset(t, "GODWIT_KERNEL")
 	initrd := asset(t, "GODWIT_INITRD")
 	needKVM(t)
-	h := needHostNet(t)
-	const br, srcTap, dstTap = "gwbr0", "gwtap1", "gwtap2"
-	h.bridge(br)
-	h.addr(br, netHostCIDR)
-	for _, tp := range []string{srcTap, dstTap} {
-		h.tap(tp)
-		h.enslave(tp, br)
-	}
+	bridgedTaps(t)
+	const srcTap, dstTap = netTapA, netTapB
 	capture := packetSocket(t, dstTap)
 
 	exLn, err := net.Listen("tcp", netHostIP+":0")
@@ -277,37 +377,7 @@ func TestVirtioNet(t *testing.T) {
 	}
 	defer exLn.Close()
 	served := serveExchange(exLn)
-	ln, err := net.Listen("tcp", netHostIP+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	counters := make(chan int, 4096)
-	streamErr := make(chan error, 1)
-	conns := make(chan net.Conn, 1)
-	go func() {
-		defer close(counters)
-		ln.(*net.TCPListener).SetDeadline(time.Now().Add(2 * lineTimeout))
-		c, err := ln.Accept()
-		if err != nil {
-			streamErr <- err
-			return
-		}
-		conns <- c
-		defer c.Close()
-		r := bufio.NewReader(c)
-		for {
-			c.SetReadDeadline(time.Now().Add(lineTimeout))
-			line, err := r.ReadString('\n')
-			if err != nil {
-				streamErr <- err
-				return
-			}
-			if n, ok := counterLine(line); ok {
-				counters <- n
-			}
-		}
-	}()
+	stream := listenCounterStream(t)
 
 	const replyHeader = len("HOST-SHA ") + 64 + 1
 	port := func(l net.Listener) string { return strconv.Itoa(l.Addr().(*net.TCPAddr).Port) }
@@ -317,7 +387,7 @@ func TestVirtioNet(t *testing.T) {
 		" nc " + netHostIP + " " + port(exLn) + " < /tmp/out > /tmp/in; echo NET-NC $?;" +
 		" echo NET-REPLY $(head -n 1 /tmp/in);" +
 		" echo NET-RECV $(tail -c +" + strconv.Itoa(replyHeader+1) + " /tmp/in | sha256sum | cut -c1-64);" +
-		" i=0; while [ $i -lt 100000 ]; do i=$((i+1)); echo cnt $i; sleep 1; done | nc " + netHostIP + " " + port(ln)
+		" " + stream.guestCmd()
 	sock := tempPath(t, "src.sock")
 	src := startGodwit(t, "run", "--net", "tap="+srcTap, "--kernel", kernel, "--initrd", initrd, "--mem", "256M", "--cpus", "1",
 		"--api-sock", sock, "--cmdline", `console=ttyS0 reboot=k panic=-1 quiet godwit.cmd="`+cmd+`"`)
@@ -367,12 +437,12 @@ func TestVirtioNet(t *testing.T) {
 	expect := func(what string) {
 		t.Helper()
 		select {
-		case n, ok := <-counters:
+		case r, ok := <-stream.reads:
 			if !ok {
-				t.Fatalf("%s: the TCP stream ended: %v", what, <-streamErr)
+				t.Fatalf("%s: the TCP stream ended: %v", what, <-stream.err)
 			}
-			if n != next {
-				t.Fatalf("%s: counter %d, want %d", what, n, next)
+			if r.n != next {
+				t.Fatalf("%s: counter %d, want %d", what, r.n, next)
 			}
 			next++
 		case <-time.After(lineTimeout):
@@ -420,11 +490,5 @@ func TestVirtioNet(t *testing.T) {
 		t.Fatalf("destination exit: %v", err)
 	}
 	// The guest is gone without closing its end: close ours.
-	select {
-	case c := <-conns:
-		c.Close()
-		for range counters {
-		}
-	default:
-	}
+	stream.close()
 }

@@ -27,14 +27,7 @@ const soakHops = 100
 // GODWIT_TEST_LONG=1 only: 100 hops take long in the nested host.
 func TestSoakPingpong(t *testing.T) {
 	needLong(t)
-	hops := soakHops
-	if v := os.Getenv("GODWIT_SOAK_HOPS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("GODWIT_SOAK_HOPS=%q: want a positive number of hops", v)
-		}
-		hops = n
-	}
+	hops := envHops(t, "GODWIT_SOAK_HOPS", soakHops)
 	// A bound against a hung run, not a performance check: a minute a
 	// hop is tens of times what a hop takes in the nested host.
 	limit := commandTimeout + time.Duration(hops)*time.Minute
@@ -70,6 +63,21 @@ func TestSoakPingpong(t *testing.T) {
 	s := pingpong.Summarize(got)
 	t.Logf("%d hops of the test guest (64 MiB), memory verified after each; per-hop downtime: min %.1f ms, median %.1f ms, p99 %.1f ms, max %.1f ms; %d bytes sent in all",
 		s.Hops, s.MinMs, s.MedianMs, s.P99Ms, s.MaxMs, s.TotalBytes)
+}
+
+// envHops returns the number of hops in the environment variable name,
+// or def when it is unset.
+func envHops(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive number of hops", name, v)
+	}
+	return n
 }
 
 // lineLogger logs each line written to it (shortDemoLine) and keeps
