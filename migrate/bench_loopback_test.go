@@ -22,20 +22,20 @@ func BenchmarkSendLoopback(b *testing.B) {
 			}
 			defer vm.Close()
 			b.SetBytes(size)
-			benchMigrations(b, vm, comp)
+			benchMigrations(b, vm, comp, tcpPair)
 		})
 	}
 }
 
-// benchMigrations migrates vm over a fresh loopback TCP pair every
+// benchMigrations migrates vm over a fresh connection from pair every
 // iteration, with compression comp, and reports wire-MB/s besides the
 // MB/s of guest RAM (the caller's SetBytes).
-func benchMigrations(b *testing.B, vm *migratetest.VM, comp migrate.Compression) {
+func benchMigrations(b *testing.B, vm *migratetest.VM, comp migrate.Compression, pair connPair) {
 	b.Helper()
 	f := &migratetest.Factory{CleanTargets: true}
 	var wire uint64
 	for b.Loop() {
-		src, dst := tcpPair(b)
+		src, dst := pair(b)
 		var wg sync.WaitGroup
 		wg.Add(1)
 		var tgt migrate.Target

@@ -153,6 +153,22 @@ func nextDiskBatch(bm []uint64, blocks uint64, pos *uint64, limit int, b *diskBa
 
 var zeroBlock [DiskBlockSize]byte
 
+// vectorReader is a SourceDisk that reads into several buffers with one
+// call, as preadv(2) does (storage.Source): the encoder then reads a run
+// of blocks with one call, straight into the frame. Other disks are read
+// a block at a time (ReadAt), also into the frame.
+type vectorReader interface {
+	ReadvAt(bufs [][]byte, off int64) (int, error)
+}
+
+// vectorWriter is a TargetDisk that writes several buffers with one
+// call, as pwritev(2) does (storage.Image): the receiver then writes a
+// run of adjacent blocks of a batch with one call, straight from the
+// frame. Other disks are written a block at a time (WriteAt).
+type vectorWriter interface {
+	WritevAt(bufs [][]byte, off int64) (int, error)
+}
+
 // readBlock reads exactly len(p) bytes at off from disk.
 func readBlock(disk SourceDisk, p []byte, off uint64) error {
 	n, err := disk.ReadAt(p, int64(off))
@@ -165,16 +181,99 @@ func readBlock(disk SourceDisk, p []byte, off uint64) error {
 	return fmt.Errorf("reading %d bytes at %d: %w", len(p), off, err)
 }
 
-// lz4BlockRoom is what the encoder reserves for one LZ4 block.
-var lz4BlockRoom = blockHeader + lz4.CompressBlockBound(DiskBlockSize)
+// readRun fills bufs, in order, with the bytes of disk from off on:
+// with one ReadvAt call (more after a short read) when the disk has it,
+// else a ReadAt per buffer.
+func readRun(disk SourceDisk, bufs [][]byte, off uint64) error {
+	vr, ok := disk.(vectorReader)
+	if !ok {
+		for _, p := range bufs {
+			if err := readBlock(disk, p, off); err != nil {
+				return err
+			}
+			off += uint64(len(p))
+		}
+		return nil
+	}
+	for len(bufs) > 0 {
+		n, err := vr.ReadvAt(bufs, int64(off))
+		if n < 0 {
+			n = 0
+		}
+		off += uint64(n)
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if len(bufs) == 0 {
+			return nil
+		}
+		if n > 0 {
+			bufs[0] = bufs[0][n:]
+			continue
+		}
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("reading at %d: %w", off, err)
+	}
+	return nil
+}
 
 // A DISK_BATCH fits in any frame buffer.
 var _ = [1]int{}[max(0, maxDiskBatchPayload-MaxPayload)]
 
+// Adaptive LZ4 for disk blocks: compressing a block LZ4 cannot shrink
+// (random or already compressed data) costs more than sending it, so
+// after lz4GiveUpBlocks blocks in a row did not shrink, the encoder tries
+// only every lz4ProbeBlocks-th block and sends the others raw; a block
+// that shrinks makes it try every block again. The wire format is the
+// same: a compressing encoder may always send a raw block.
+const (
+	lz4GiveUpBlocks = 16
+	lz4ProbeBlocks  = 16
+)
+
+// diskEncoder is a batchEncoder's state for disk blocks.
+type diskEncoder struct {
+	lz4Out  []byte // LZ4 output of one block, allocated on first use
+	fails   int    // blocks in a row LZ4 did not shrink
+	skipped int    // blocks sent raw untried since the last try
+	iov     [diskBatchBlocks][]byte
+}
+
+// tryLZ4 reports whether the encoder should try to compress the next
+// block.
+func (d *diskEncoder) tryLZ4() bool {
+	if d.fails < lz4GiveUpBlocks {
+		return true
+	}
+	d.skipped++
+	if d.skipped < lz4ProbeBlocks {
+		return false
+	}
+	d.skipped = 0
+	return true
+}
+
+// lz4Result records whether the block just tried shrank.
+func (d *diskEncoder) lz4Result(shrank bool) {
+	if shrank {
+		d.fails, d.skipped = 0, 0
+	} else if d.fails < lz4GiveUpBlocks {
+		d.fails++
+	}
+}
+
 // appendDiskFrame appends the DISK_BATCH frame for b, reading its blocks
 // from disk (of the given size), and returns what it sent. A block that
 // reads as zeros travels as a bit; the rest raw, or LZ4-compressed when
-// the encoder compresses and that shrinks the block.
+// the encoder compresses and that shrinks the block (see lz4GiveUpBlocks).
+//
+// Each run of adjacent blocks is read with one call where the disk
+// allows (vectorReader), into the places its raw records take in the
+// frame; a zero or compressed block then moves the records after it
+// down, so incompressible data is never copied within the sender.
 //
 // Payload layout: disk u32, first_block u64, count u32, present bitmap
 // and zero bitmap of (count+7)/8 bytes each (bit i = block first+i, LSB
@@ -182,9 +281,6 @@ var _ = [1]int{}[max(0, maxDiskBatchPayload-MaxPayload)]
 // length u32, data.
 func (e *batchEncoder) appendDiskFrame(dst []byte, disk SourceDisk, size uint64, b *diskBatch) ([]byte, batchCounts, error) {
 	var c batchCounts
-	if e.block == nil {
-		e.block = make([]byte, DiskBlockSize)
-	}
 	start := len(dst)
 	dst = beginFrame(dst)
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(b.disk))
@@ -196,37 +292,84 @@ func (e *batchEncoder) appendDiskFrame(dst []byte, disk SourceDisk, size uint64,
 	}
 	zeroAt := len(dst)
 	dst = append(dst, make([]byte, bmBytes)...)
-	for word := b.present; word != 0; word &= word - 1 {
+	for word := b.present; word != 0; {
 		i := bits.TrailingZeros64(word)
-		off, n := blockSpan(size, b.first+uint64(i))
-		blk := e.block[:n]
-		if err := readBlock(disk, blk, off); err != nil {
-			return dst[:start], c, fmt.Errorf("disk %d block %d: %w", b.disk, b.first+uint64(i), err)
+		k := min(bits.TrailingZeros64(^(word >> i)), 64-i) // the run's length
+		for j := i; j < i+k; j += len(e.disk.iov) {
+			var err error
+			if dst, err = e.appendDiskRun(dst, zeroAt, disk, size, b, j, min(len(e.disk.iov), i+k-j), &c); err != nil {
+				return dst[:start], c, err
+			}
 		}
+		if i+k == 64 {
+			break
+		}
+		word &^= (1<<uint(k) - 1) << uint(i)
+	}
+	return finishFrame(dst, start, frameDiskBatch, 0), c, nil
+}
+
+// appendDiskRun appends the records of the k (at most diskBatchBlocks)
+// adjacent blocks from block b.first+i on, and sets the zero bits of
+// those that read as zeros at zeroAt.
+func (e *batchEncoder) appendDiskRun(dst []byte, zeroAt int, disk SourceDisk, size uint64, b *diskBatch, i, k int, c *batchCounts) ([]byte, error) {
+	at := len(dst)
+	off, _ := blockSpan(size, b.first+uint64(i))
+	need := 0
+	for j := range k {
+		_, n := blockSpan(size, b.first+uint64(i+j))
+		need += blockHeader + int(n)
+	}
+	dst = slices.Grow(dst, need)[:at+need]
+	iov := e.disk.iov[:k]
+	for j, p := 0, at; j < k; j++ {
+		_, n := blockSpan(size, b.first+uint64(i+j))
+		iov[j] = dst[p+blockHeader : p+blockHeader+int(n)]
+		p += blockHeader + int(n)
+	}
+	// readRun trims iov's slices as it reads: take the places again.
+	slot := at
+	if err := readRun(disk, iov, off); err != nil {
+		clear(iov)
+		return dst[:at], fmt.Errorf("disk %d blocks %d..%d: %w", b.disk, b.first+uint64(i), b.first+uint64(i+k-1), err)
+	}
+	w := at // where the next record goes: never after slot
+	for j := range k {
+		_, n := blockSpan(size, b.first+uint64(i+j))
+		blk := dst[slot+blockHeader : slot+blockHeader+int(n)]
+		slot += blockHeader + int(n)
 		if bytes.Equal(blk, zeroBlock[:n]) {
-			dst[zeroAt+i/8] |= 1 << (i % 8)
+			dst[zeroAt+(i+j)/8] |= 1 << ((i + j) % 8)
 			c.zero++
 			continue
 		}
-		if e.comp == CompressionLZ4 {
-			at := len(dst)
-			dst = slices.Grow(dst, lz4BlockRoom)[:at+lz4BlockRoom]
-			m, err := e.lz.CompressBlock(blk, dst[at+blockHeader:])
-			if err == nil && m > 0 && uint64(m) < n {
-				dst[at] = encLZ4
-				binary.LittleEndian.PutUint32(dst[at+1:], uint32(m))
-				dst = dst[:at+blockHeader+m]
+		if e.comp == CompressionLZ4 && e.disk.tryLZ4() {
+			if e.disk.lz4Out == nil {
+				e.disk.lz4Out = make([]byte, lz4.CompressBlockBound(DiskBlockSize))
+			}
+			m, err := e.lz.CompressBlock(blk, e.disk.lz4Out)
+			shrank := err == nil && m > 0 && uint64(m) < n
+			e.disk.lz4Result(shrank)
+			if shrank {
+				// The record ends inside blk's place, which is read.
+				dst[w] = encLZ4
+				binary.LittleEndian.PutUint32(dst[w+1:], uint32(m))
+				copy(dst[w+blockHeader:], e.disk.lz4Out[:m])
+				w += blockHeader + m
 				c.compressed++
 				continue
 			}
-			dst = dst[:at]
 		}
-		dst = append(dst, encRaw)
-		dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
-		dst = append(dst, blk...)
+		dst[w] = encRaw
+		binary.LittleEndian.PutUint32(dst[w+1:], uint32(n))
+		if w+blockHeader != slot-int(n) {
+			copy(dst[w+blockHeader:], blk)
+		}
+		w += blockHeader + int(n)
 		c.normal++
 	}
-	return finishFrame(dst, start, frameDiskBatch, 0), c, nil
+	clear(iov)
+	return dst[:w], nil
 }
 
 // diskSink is where received disk blocks go. prepare runs on the
@@ -316,9 +459,11 @@ func (s *diskSink) prepare(p []byte, b *preparedDiskBatch) (uint64, error) {
 // (DiskBlockSize bytes) to decompress. It checks every block record as
 // hostile: a known encoding, a raw block of exactly the block's length,
 // an LZ4 block shorter than that which decompresses to exactly it, and
-// nothing after the last record.
+// nothing after the last record. Adjacent blocks go to the disk with one
+// write where it allows (vectorWriter), raw ones straight from the frame.
 func (s *diskSink) run(b *preparedDiskBatch, scratch []byte) (batchCounts, error) {
 	var c batchCounts
+	w := blockWriter{disk: b.disk}
 	d := decoder{b: b.blocks}
 	for i := 0; i < b.count; i++ {
 		if b.present[i/8]&(1<<(i%8)) == 0 {
@@ -356,6 +501,12 @@ func (s *diskSink) run(b *preparedDiskBatch, scratch []byte) (batchCounts, error
 			if d.err != nil {
 				return c, d.err
 			}
+			// scratch holds one block: write out the one it holds.
+			if w.scratch {
+				if err := w.flush(); err != nil {
+					return c, fmt.Errorf("writing disk %d: %w", b.index, err)
+				}
+			}
 			got, err := lz4.UncompressBlock(src, scratch[:n])
 			if err != nil {
 				return c, protoErr("LZ4 block %d of disk %d: %v", bn, b.index, err)
@@ -364,6 +515,7 @@ func (s *diskSink) run(b *preparedDiskBatch, scratch []byte) (batchCounts, error
 				return c, protoErr("LZ4 block %d of disk %d decompressed to %d bytes, want %d", bn, b.index, got, n)
 			}
 			data = scratch[:n]
+			w.scratch = true
 			c.compressed++
 		default:
 			return c, protoErr("block %d of disk %d has unknown encoding %d", bn, b.index, enc[0])
@@ -371,11 +523,65 @@ func (s *diskSink) run(b *preparedDiskBatch, scratch []byte) (batchCounts, error
 		if d.err != nil {
 			return c, d.err
 		}
-		if _, err := b.disk.WriteAt(data, int64(off)); err != nil {
-			return c, fmt.Errorf("writing block %d of disk %d: %w", bn, b.index, err)
+		if err := w.add(data, off); err != nil {
+			return c, fmt.Errorf("writing disk %d before block %d: %w", b.index, bn, err)
 		}
 	}
-	return c, d.end("DISK_BATCH blocks")
+	if err := d.end("DISK_BATCH blocks"); err != nil {
+		return c, err
+	}
+	if err := w.flush(); err != nil {
+		return c, fmt.Errorf("writing disk %d: %w", b.index, err)
+	}
+	return c, nil
+}
+
+// blockWriter gathers the blocks of one batch that lie end to end on the
+// disk and writes each such run with one call.
+type blockWriter struct {
+	disk    TargetDisk
+	off     uint64 // where the run starts
+	n       uint64 // its bytes
+	bufs    [MaxDiskBatchBlocks][]byte
+	k       int  // its blocks
+	scratch bool // one of them is the decompression scratch
+}
+
+// add appends p, the block at off, writing out the run first when p does
+// not continue it.
+func (w *blockWriter) add(p []byte, off uint64) error {
+	if w.k > 0 && off != w.off+w.n {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	if w.k == 0 {
+		w.off = off
+	}
+	w.bufs[w.k] = p
+	w.k++
+	w.n += uint64(len(p))
+	return nil
+}
+
+// flush writes the run out.
+func (w *blockWriter) flush() error {
+	bufs := w.bufs[:w.k]
+	off := w.off
+	w.k, w.n, w.scratch = 0, 0, false
+	defer clear(bufs)
+	vw, ok := w.disk.(vectorWriter)
+	if !ok || len(bufs) == 1 {
+		for _, p := range bufs {
+			if _, err := w.disk.WriteAt(p, int64(off)); err != nil {
+				return err
+			}
+			off += uint64(len(p))
+		}
+		return nil
+	}
+	_, err := vw.WritevAt(bufs, int64(off))
+	return err
 }
 
 // apply prepares and runs one DISK_BATCH payload on the calling goroutine.

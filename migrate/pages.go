@@ -107,7 +107,58 @@ type batchEncoder struct {
 	comp    Compression
 	lz      lz4.Compressor
 	scratch [pageSize]byte
-	block   []byte // DiskBlockSize bytes for disk blocks, allocated on first use
+	disk    diskEncoder // DISK_BATCH state (disks.go)
+	skip    lz4Skip
+}
+
+// Adaptive LZ4 skipping: compressing a page that does not shrink costs
+// about as much as sending it (BenchmarkEncodeBatch/random), so after
+// lz4FailRun pages in a row failed to shrink, the encoder sends the next
+// pages raw without trying, and tries LZ4 only on a sample: one page
+// after a gap that starts at lz4MinGap pages and doubles with each
+// sampled page that still does not shrink, up to lz4MaxGap. A page that
+// shrinks ends the skipping. The wire format does not change: a skipped
+// page is a raw page, which a compressing encoder may always send.
+const (
+	lz4FailRun = 16
+	lz4MinGap  = 8
+	lz4MaxGap  = 64
+)
+
+// lz4Skip is the state of the adaptive skip of one encoder.
+type lz4Skip struct {
+	fails int // pages in a row that did not shrink
+	gap   int // current gap between sampled pages; 0 while not skipping
+	left  int // pages still to send raw before the next sample
+	tries uint64
+}
+
+// try reports whether the next page should be tried with LZ4.
+func (k *lz4Skip) try() bool {
+	if k.left > 0 {
+		k.left--
+		return false
+	}
+	k.tries++
+	return true
+}
+
+// result records whether the page just tried shrank.
+func (k *lz4Skip) result(shrank bool) {
+	if shrank {
+		*k = lz4Skip{tries: k.tries}
+		return
+	}
+	k.fails++
+	switch {
+	case k.gap > 0:
+		k.gap = min(2*k.gap, lz4MaxGap)
+	case k.fails >= lz4FailRun:
+		k.gap = lz4MinGap
+	default:
+		return
+	}
+	k.left = k.gap
 }
 
 // appendFrame appends the PAGE_BATCH frame for b, reading the pages from
@@ -147,7 +198,7 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				c.zero++
 				continue
 			}
-			if e.comp == CompressionLZ4 {
+			if e.comp == CompressionLZ4 && e.skip.try() {
 				// Snapshot the page: the guest may write it while
 				// we compress, and LZ4 must see stable input.
 				copy(e.scratch[:], page)
@@ -155,7 +206,9 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				at := len(dst)
 				dst = slices.Grow(dst, lz4Room)[:at+lz4Room]
 				n, err := e.lz.CompressBlock(page, dst[at+pageHeader:])
-				if err == nil && n > 0 && n < pageSize {
+				shrank := err == nil && n > 0 && n < pageSize
+				e.skip.result(shrank)
+				if shrank {
 					dst[at] = encLZ4
 					binary.LittleEndian.PutUint16(dst[at+1:], uint16(n))
 					dst = dst[:at+pageHeader+n]

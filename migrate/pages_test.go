@@ -302,3 +302,119 @@ func TestParseCompression(t *testing.T) {
 		}
 	}
 }
+
+// TestLZ4Skip feeds the adaptive skip a sequence of pages that shrink (s)
+// or not (x) and checks which pages it tries (T) and which it sends raw
+// untried (-).
+func TestLZ4Skip(t *testing.T) {
+	fails := strings.Repeat("x", lz4FailRun)
+	tries := strings.Repeat("T", lz4FailRun)
+	tests := []struct {
+		name  string
+		pages string // outcome of each page, were it tried
+		want  string // T tried, - skipped
+	}{
+		{"compressible pages are all tried", "ssssssss", "TTTTTTTT"},
+		{"failures short of the run are all tried", fails[1:] + "s" + fails[1:], tries[1:] + "T" + tries[1:]},
+		{"a run of failures skips the minimum gap", fails + "xxxxxxxxx", tries + strings.Repeat("-", lz4MinGap) + "T"},
+		{"a failed sample doubles the gap", fails + strings.Repeat("x", lz4MinGap+1+2*lz4MinGap+1),
+			tries + strings.Repeat("-", lz4MinGap) + "T" + strings.Repeat("-", 2*lz4MinGap) + "T"},
+		{"a page that shrinks ends the skipping", fails + strings.Repeat("x", lz4MinGap) + "s" + "ss",
+			tries + strings.Repeat("-", lz4MinGap) + "T" + "TT"},
+		{"after a success a new run is needed", fails + strings.Repeat("x", lz4MinGap) + "s" + fails[1:] + "x",
+			tries + strings.Repeat("-", lz4MinGap) + "T" + tries[1:] + "T"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var k lz4Skip
+			var got strings.Builder
+			for _, p := range tt.pages {
+				if !k.try() {
+					got.WriteByte('-')
+					continue
+				}
+				got.WriteByte('T')
+				k.result(p == 's')
+			}
+			if got.String() != tt.want {
+				t.Errorf("tried\n%s\nwant\n%s", got.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestLZ4SkipGapBound checks that in memory that never shrinks the gap
+// stops growing at lz4MaxGap: one page in lz4MaxGap+1 is still tried.
+func TestLZ4SkipGapBound(t *testing.T) {
+	var k lz4Skip
+	const pages = 100000
+	for range pages {
+		if k.try() {
+			k.result(false)
+		}
+	}
+	if k.gap != lz4MaxGap {
+		t.Errorf("gap %d after %d failing pages, want %d", k.gap, pages, lz4MaxGap)
+	}
+	if min, max := uint64(pages/(lz4MaxGap+1)), uint64(pages/(lz4MaxGap+1)+lz4FailRun+10); k.tries < min || k.tries > max {
+		t.Errorf("%d pages tried, want %d..%d", k.tries, min, max)
+	}
+}
+
+// TestEncoderSkipsIncompressible encodes batches of random pages, then of
+// text pages, with one encoder: random pages stop costing LZ4 attempts,
+// and text pages compress again within one gap of the switch.
+func TestEncoderSkipsIncompressible(t *testing.T) {
+	mem := newTestMemory(t, 8<<20)
+	host := mem.RegionHost(0)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 2*MaxBatchPages; i++ {
+		kind := "random"
+		if i >= MaxBatchPages {
+			kind = "text"
+		}
+		fillPage(host[i*pageSize:(i+1)*pageSize], kind, rnd)
+	}
+	enc := &batchEncoder{comp: CompressionLZ4}
+	var b batch
+	b.count = MaxBatchPages
+	for i := range b.present {
+		b.present[i] = ^uint64(0)
+	}
+	tests := []struct {
+		name          string
+		first         uint64
+		maxTries      uint64
+		minCompressed uint64
+		wantAllOnWire bool
+	}{
+		{"random pages", 0, MaxBatchPages / 8, 0, true},
+		{"text pages after random ones", MaxBatchPages, MaxBatchPages, MaxBatchPages - lz4MaxGap, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b.first = tt.first
+			before := enc.skip.tries
+			frame, c := enc.appendFrame(nil, host, &b)
+			if tries := enc.skip.tries - before; tries > tt.maxTries {
+				t.Errorf("%d LZ4 attempts, want at most %d", tries, tt.maxTries)
+			}
+			if c.compressed < tt.minCompressed {
+				t.Errorf("%d pages compressed, want at least %d", c.compressed, tt.minCompressed)
+			}
+			if c.pages() != MaxBatchPages {
+				t.Errorf("%d pages encoded, want %d", c.pages(), MaxBatchPages)
+			}
+			// The frame decodes to the same pages.
+			dst := newTestMemory(t, 8<<20)
+			sink := newBatchSink(dst, true)
+			if _, err := sink.apply(decodeOne(t, frame)); err != nil {
+				t.Fatal(err)
+			}
+			off := tt.first * pageSize
+			if !bytes.Equal(dst.RegionHost(0)[off:off+MaxBatchPages*pageSize], host[off:off+MaxBatchPages*pageSize]) {
+				t.Error("decoded pages differ")
+			}
+		})
+	}
+}

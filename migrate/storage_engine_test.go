@@ -14,6 +14,7 @@ import (
 
 	"godwit/migrate"
 	"godwit/migrate/migratetest"
+	"godwit/migrate/storage"
 )
 
 // randomBytes returns n pseudo-random bytes from seed.
@@ -149,49 +150,61 @@ func dirNames(t *testing.T, dir string) []string {
 func TestStorageMigrate(t *testing.T) {
 	for _, tr := range transports {
 		for _, comp := range []migrate.Compression{migrate.CompressionNone, migrate.CompressionLZ4} {
-			t.Run(tr.name+"/"+comp.String(), func(t *testing.T) {
-				vm, disks := storageVM(t)
-				ctx, cancel := context.WithCancel(context.Background())
-				var wg sync.WaitGroup
-				guestErrs := make(chan error, len(disks))
-				wg.Add(1)
-				go func() { defer wg.Done(); vm.RunGuest(ctx, 8) }()
-				for _, d := range disks {
-					wg.Add(1)
-					go func() { defer wg.Done(); guestErrs <- d.RunGuest(ctx, 2, 2000) }()
+			// The fake disks are read a block at a time (ReadAt),
+			// storage.Source a run of blocks at a time (preadv).
+			for _, images := range []bool{false, true} {
+				name := tr.name + "/" + comp.String() + "/readat"
+				if images {
+					name = tr.name + "/" + comp.String() + "/preadv"
 				}
-				vm.DiskWritesPerRound = 20
-				var recs []migrate.RoundRecord
-				dir := t.TempDir()
-				src, dst := tr.pair(t)
-				r := migrateOnce(context.Background(), context.Background(), src, dst, vm.WithStorage(), &migratetest.Factory{StorageDir: dir},
-					migrate.Options{Compression: comp, Trace: func(rec migrate.RoundRecord) { recs = append(recs, rec) }})
-				cancel()
-				wg.Wait()
-				close(guestErrs)
-				for err := range guestErrs {
-					if err != nil {
-						t.Fatal(err)
+				t.Run(name, func(t *testing.T) {
+					vm, disks := storageVM(t)
+					var source migrate.Source = vm.WithStorage()
+					if images {
+						source = imageSource(t, vm)
 					}
-				}
-				checkStorageSuccess(t, vm, disks, dir, r)
-				if recs[0].DiskBlocksSent == 0 || recs[0].DiskBytes == 0 {
-					t.Fatalf("round 0 record without disk blocks: %+v", recs[0])
-				}
-				var sent uint64
-				for _, rec := range recs {
-					sent += rec.DiskBlocksSent
-				}
-				if b := r.stats.DiskBlocks; sent != b.Normal+b.Zero+b.Compressed {
-					t.Fatalf("round records count %d disk blocks, the summary %+v", sent, b)
-				}
-				if comp == migrate.CompressionLZ4 && r.stats.DiskBlocks.Compressed == 0 {
-					t.Fatal("LZ4 compressed no block of text")
-				}
-				if comp == migrate.CompressionNone && r.stats.DiskBlocks.Compressed != 0 {
-					t.Fatal("compressed disk blocks without compression")
-				}
-			})
+					ctx, cancel := context.WithCancel(context.Background())
+					var wg sync.WaitGroup
+					guestErrs := make(chan error, len(disks))
+					wg.Add(1)
+					go func() { defer wg.Done(); vm.RunGuest(ctx, 8) }()
+					for _, d := range disks {
+						wg.Add(1)
+						go func() { defer wg.Done(); guestErrs <- d.RunGuest(ctx, 2, 2000) }()
+					}
+					vm.DiskWritesPerRound = 20
+					var recs []migrate.RoundRecord
+					dir := t.TempDir()
+					src, dst := tr.pair(t)
+					r := migrateOnce(context.Background(), context.Background(), src, dst, source, &migratetest.Factory{StorageDir: dir},
+						migrate.Options{Compression: comp, Trace: func(rec migrate.RoundRecord) { recs = append(recs, rec) }})
+					cancel()
+					wg.Wait()
+					close(guestErrs)
+					for err := range guestErrs {
+						if err != nil {
+							t.Fatal(err)
+						}
+					}
+					checkStorageSuccess(t, vm, disks, dir, r)
+					if recs[0].DiskBlocksSent == 0 || recs[0].DiskBytes == 0 {
+						t.Fatalf("round 0 record without disk blocks: %+v", recs[0])
+					}
+					var sent uint64
+					for _, rec := range recs {
+						sent += rec.DiskBlocksSent
+					}
+					if b := r.stats.DiskBlocks; sent != b.Normal+b.Zero+b.Compressed {
+						t.Fatalf("round records count %d disk blocks, the summary %+v", sent, b)
+					}
+					if comp == migrate.CompressionLZ4 && r.stats.DiskBlocks.Compressed == 0 {
+						t.Fatal("LZ4 compressed no block of text")
+					}
+					if comp == migrate.CompressionNone && r.stats.DiskBlocks.Compressed != 0 {
+						t.Fatal("compressed disk blocks without compression")
+					}
+				})
+			}
 		}
 	}
 }
@@ -443,4 +456,43 @@ func TestStorageSourceReadFails(t *testing.T) {
 	src, dst = pipePair(t)
 	r = migrateOnce(context.Background(), context.Background(), src, dst, vm.WithStorage(), &migratetest.Factory{StorageDir: dir}, migrate.Options{})
 	checkStorageSuccess(t, vm, disks, dir, r)
+}
+
+// imageVM is a fake VM whose disks the migration reads as vmm's does:
+// through storage.Source (one preadv per run of blocks, SEEK_DATA), with
+// the written blocks from the fake disks.
+type imageVM struct {
+	migratetest.StorageVM
+	disks []migrate.SourceDisk
+}
+
+// SourceDisks implements migrate.StorageSource.
+func (v *imageVM) SourceDisks() []migrate.SourceDisk { return v.disks }
+
+// imageDisk is a fake disk read through storage.Source.
+type imageDisk struct {
+	*storage.Source
+	fake *migratetest.Disk
+}
+
+// Allocated implements migrate.SourceDisk.
+func (d imageDisk) Allocated(dst []uint64) error { return d.MarkData(migrate.DiskBlockSize, dst) }
+
+// TakeWritten implements migrate.SourceDisk.
+func (d imageDisk) TakeWritten(dst []uint64) error { return d.fake.TakeWritten(dst) }
+
+// imageSource returns vm as a storage source whose disks are read
+// through storage.Source, closed when the test ends.
+func imageSource(tb testing.TB, vm *migratetest.VM) *imageVM {
+	tb.Helper()
+	v := &imageVM{StorageVM: vm.WithStorage()}
+	for _, d := range vm.Disks() {
+		src, err := storage.OpenSource(d.Path(), d.Size())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { src.Close() })
+		v.disks = append(v.disks, imageDisk{Source: src, fake: d})
+	}
+	return v
 }

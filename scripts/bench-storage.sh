@@ -15,8 +15,11 @@
 #               block; memory pages share it, so the rate is a lower
 #               bound) with --compress lz4 and none, against a raw copy of
 #               the same file over loopback TCP into a file (busybox nc,
-#               dd on both ends; no fsync, as round 0 has none); ratio of
-#               medians over REPS runs each, alternating (goal >= 0.8).
+#               dd on both ends; no fsync, while round 0 ends with one
+#               fdatasync of the received image: free on the nested
+#               host's tmpfs, not on a disk); ratio of medians over REPS
+#               runs each, alternating (goal >= 0.8). The guest runs
+#               during round 0 and takes a CPU; the raw copy runs alone.
 #   downtime    the sparse image's guest migrated REPS times with
 #               --include-storage and REPS times without (the receiver
 #               opens the same image: shared storage), alternating; ratio

@@ -32,6 +32,18 @@ type sourceDisk struct {
 	written *blk.WrittenBlocks
 }
 
+// The engine reads a run of blocks with one preadv and writes one with
+// one pwritev when the disks have these methods (storage.Source and
+// storage.Image do); a wrapper that hid them would cost a call per block.
+var (
+	_ interface {
+		ReadvAt([][]byte, int64) (int, error)
+	} = (*sourceDisk)(nil)
+	_ interface {
+		WritevAt([][]byte, int64) (int, error)
+	} = incomingImage{}
+)
+
 // Allocated implements migrate.SourceDisk: the blocks with data
 // (SEEK_DATA, SEEK_HOLE).
 func (d *sourceDisk) Allocated(dst []uint64) error { return d.MarkData(migrate.DiskBlockSize, dst) }

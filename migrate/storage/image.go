@@ -3,10 +3,12 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +27,8 @@ type Image struct {
 	overwrite bool
 
 	f *os.File // never reset: methods on a closed image fail with EBADF
+
+	dirty atomic.Int64 // bytes written since write-back last started
 
 	mu        sync.Mutex
 	path      string // where the file is now: the temporary name, or final once committed
@@ -143,7 +147,61 @@ func (m *Image) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || uint64(off) > m.size || uint64(len(p)) > m.size-uint64(off) {
 		return 0, fmt.Errorf("write of %d bytes at %d outside the image's %d bytes", len(p), off, m.size)
 	}
-	return m.f.WriteAt(p, off)
+	n, err := m.f.WriteAt(p, off)
+	m.wrote(n)
+	return n, err
+}
+
+// WritevAt writes bufs, in order, from off on: with one pwritev(2), more
+// after a short write. It returns the bytes written, all of them unless
+// it fails.
+func (m *Image) WritevAt(bufs [][]byte, off int64) (int, error) {
+	var total uint64
+	for _, p := range bufs {
+		total += uint64(len(p))
+	}
+	if off < 0 || uint64(off) > m.size || total > m.size-uint64(off) {
+		return 0, fmt.Errorf("write of %d bytes at %d outside the image's %d bytes", total, off, m.size)
+	}
+	done := 0
+	for {
+		n, err := vectored(m.f, bufs, off+int64(done), unix.Pwritev)
+		n = max(n, 0)
+		m.wrote(n)
+		done += n
+		if bufs = advance(bufs, n); len(bufs) == 0 {
+			return done, nil
+		}
+		if err != nil {
+			return done, err
+		}
+		if n == 0 {
+			return done, io.ErrShortWrite
+		}
+	}
+}
+
+// writebackBytes is how much an image receives between two calls that
+// start writing its dirty pages back (sync_file_range(2) without
+// waiting): the disk works while the data arrives, and the Sync that
+// ends a round has little left to flush.
+const writebackBytes = 32 << 20
+
+// wrote counts n bytes written and starts the write-back of the image's
+// dirty pages every writebackBytes. It never waits for the disk; where
+// the call is not supported, Sync does all the work.
+func (m *Image) wrote(n int) {
+	if n <= 0 || m.dirty.Add(int64(n)) < writebackBytes {
+		return
+	}
+	m.dirty.Store(0)
+	rc, err := m.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
 }
 
 // Zero makes [off, off+n) read as zeros: a hole punched with

@@ -41,6 +41,14 @@ func (s *Source) Size() uint64 { return s.size }
 // ReadAt reads the image (pread).
 func (s *Source) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
 
+// ReadvAt reads the image at off into bufs, in order, with one preadv(2):
+// the migration engine reads a run of blocks straight into the frame it
+// sends. Like preadv it may read less than asked (at the end of the
+// file, after a signal); it returns the bytes read.
+func (s *Source) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	return vectored(s.f, bufs, off, unix.Preadv)
+}
+
 // MarkData sets in dst a bit for every block of blockSize bytes that
 // overlaps data of the image (bit i%64 of word i/64 is block i).
 func (s *Source) MarkData(blockSize uint64, dst []uint64) error {
@@ -107,4 +115,39 @@ func MarkData(f *os.File, size, blockSize uint64, dst []uint64) error {
 		off = e
 	}
 	return nil
+}
+
+// vectored runs a preadv/pwritev-like call on f's descriptor, which stays
+// open meanwhile, retrying when a signal interrupts it.
+func vectored(f *os.File, bufs [][]byte, off int64, call func(fd int, iovs [][]byte, off int64) (int, error)) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			n, cerr = call(int(fd), bufs, off)
+			if !errors.Is(cerr, unix.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return 0, err
+	}
+	return n, cerr
+}
+
+// advance returns what of bufs remains after its first n bytes, without
+// changing bufs.
+func advance(bufs [][]byte, n int) [][]byte {
+	for len(bufs) > 0 && n >= len(bufs[0]) {
+		n -= len(bufs[0])
+		bufs = bufs[1:]
+	}
+	if n > 0 && len(bufs) > 0 {
+		bufs = append([][]byte{bufs[0][n:]}, bufs[1:]...)
+	}
+	return bufs
 }

@@ -300,3 +300,82 @@ func TestMarkData(t *testing.T) {
 		t.Fatal("OpenSource accepted an image shorter than the disk")
 	}
 }
+
+// TestVectoredIO writes an image with WritevAt and reads it back through
+// a Source with ReadvAt: buffers in order, empty ones included, and
+// writes outside the image refused before anything is written.
+func TestVectoredIO(t *testing.T) {
+	const size = 1 << 20
+	img, err := Create(filepath.Join(t.TempDir(), "v.img"), size, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Remove()
+	a, b, c := bytes.Repeat([]byte{1}, 5000), []byte{}, bytes.Repeat([]byte{2}, 70000)
+	if n, err := img.WritevAt([][]byte{a, b, c}, 4096); err != nil || n != len(a)+len(c) {
+		t.Fatalf("WritevAt = %d, %v", n, err)
+	}
+	for _, w := range []struct {
+		off  int64
+		bufs [][]byte
+	}{
+		{size - 10, [][]byte{make([]byte, 5), make([]byte, 6)}},
+		{-1, [][]byte{{1}}},
+		{size + 1, nil},
+	} {
+		if _, err := img.WritevAt(w.bufs, w.off); err == nil {
+			t.Fatalf("WritevAt at %d outside the image succeeded", w.off)
+		}
+	}
+	src, err := OpenSource(img.Path(), size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	x, y := make([]byte, 4096+5000), make([]byte, 70000+10)
+	if n, err := src.ReadvAt([][]byte{x, nil, y}, 0); err != nil || n != len(x)+len(y) {
+		t.Fatalf("ReadvAt = %d, %v", n, err)
+	}
+	want := append(append(make([]byte, 4096), a...), c...)
+	if got := append(append([]byte{}, x...), y...); !bytes.Equal(got, append(want, make([]byte, 10)...)) {
+		t.Fatal("read back something else")
+	}
+	if b, err := os.ReadFile(img.Path()); err != nil || b[size-1] != 0 || b[size-11] != 0 {
+		t.Fatalf("a refused write wrote: %v", err)
+	}
+	// At the end of the file a read comes short.
+	if n, err := src.ReadvAt([][]byte{make([]byte, 100)}, size-40); n != 40 || err != nil {
+		t.Fatalf("ReadvAt at the end = %d, %v", n, err)
+	}
+}
+
+func TestAdvance(t *testing.T) {
+	bufs := [][]byte{[]byte("abc"), []byte(""), []byte("de"), []byte("f")}
+	tests := []struct {
+		n    int
+		want string
+		left int
+	}{
+		{0, "abc|de|f", 4},
+		{1, "bc|de|f", 4},
+		{3, "de|f", 2},
+		{4, "e|f", 2},
+		{5, "f", 1},
+		{6, "", 0},
+	}
+	for _, tt := range tests {
+		got := advance(bufs, tt.n)
+		var parts []string
+		for _, p := range got {
+			if len(p) > 0 {
+				parts = append(parts, string(p))
+			}
+		}
+		if strings.Join(parts, "|") != tt.want || len(got) != tt.left {
+			t.Fatalf("advance(%d) = %q (%d buffers), want %q (%d)", tt.n, got, len(got), tt.want, tt.left)
+		}
+	}
+	if string(bufs[0]) != "abc" {
+		t.Fatal("advance changed its argument")
+	}
+}
