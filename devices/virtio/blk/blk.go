@@ -132,8 +132,6 @@ type Disk struct {
 	writeThrough bool
 	serial       string
 	pauseErr     error
-
-	chain virtio.Chain // the worker's, reused by every request
 }
 
 var (
@@ -290,9 +288,9 @@ func (d *Disk) ProcessQueue(i int) error {
 		return nil
 	}
 	mem := q.Memory()
-	c := &d.chain
 	for {
-		if ok, err := q.PopInto(c); !ok {
+		c, err := q.Pop()
+		if err != nil || c == nil {
 			return err
 		}
 		used, err := d.serve(mem, c, wt)

@@ -33,7 +33,6 @@ type RNG struct {
 	mu    sync.Mutex
 	queue *virtio.Queue
 	fill  func([]byte) (int, error)
-	chain virtio.Chain // the worker's, reused by every request
 }
 
 // New returns an entropy device reading from getrandom(2).
@@ -93,9 +92,9 @@ func (r *RNG) ProcessQueue(i int) error {
 	if i != 0 || q == nil {
 		return nil
 	}
-	c := &r.chain
 	for {
-		if ok, err := q.PopInto(c); !ok {
+		c, err := q.Pop()
+		if err != nil || c == nil {
 			return err
 		}
 		n, err := r.serve(q, c)
