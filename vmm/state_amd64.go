@@ -1,11 +1,14 @@
 package vmm
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"godwit/migrate"
 	"godwit/vmm/kvm"
@@ -229,12 +232,23 @@ func (c *vcpu) restoreState(st *vcpuState) error {
 		}},
 		{"events", func() error { return c.kvm.SetVCPUEvents(st.events) }},
 	}
+	var timings []any
 	for _, s := range steps {
+		start := time.Now()
 		if err := s.do(); err != nil {
 			return fmt.Errorf("restoring vCPU %d %s: %w", c.id, s.what, err)
 		}
+		timings = append(timings, s.what, msSince(start))
+	}
+	if log := c.vm.log; log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("vCPU state restored (ms per step)", append([]any{"vcpu", c.id}, timings...)...)
 	}
 	return nil
+}
+
+// msSince returns the milliseconds since start, for debug timings.
+func msSince(start time.Time) float64 {
+	return float64(time.Since(start).Microseconds()) / 1000
 }
 
 // saveVMState returns the VM-wide KVM state: irqchip (PIC master, PIC
@@ -440,23 +454,28 @@ func (v *VM) RestoreState(sections []migrate.Section) error {
 	// untouched), then the irqchips and PIT (the IOAPIC's routing is in
 	// place before any vCPU state refers to it), then each vCPU, then
 	// kvmclock, whose offset KVM computes from the TSC the vCPUs now have.
+	start := time.Now()
 	if err := v.restorePCIState(byID); err != nil {
 		return err
 	}
+	pciMs, start := msSince(start), time.Now()
 	if err := v.restoreVMState(vmst); err != nil {
 		return err
 	}
+	vmMs, start := msSince(start), time.Now()
 	// The vCPUs restore concurrently, each in the order of
 	// restoreState: nothing orders one vCPU's state against another's.
 	if err := v.eachVCPUConcurrently(func(i int, c *vcpu) error { return c.restoreState(vcpus[i]) }, nil); err != nil {
 		return err
 	}
+	vcpusMs, start := msSince(start), time.Now()
 	if err := v.restoreClock(vmst); err != nil {
 		return err
 	}
 	if err := v.serial.RestoreState(serial.Data); err != nil {
 		return fmt.Errorf("restoring serial: %w", err)
 	}
+	v.log.Debug("state restored (ms per part)", "pci_devices", pciMs, "irqchip_pit", vmMs, "vcpus", vcpusMs, "clock_serial", msSince(start))
 	if v.msrs == nil {
 		// The MSRs the source migrated are the ones this VM now
 		// has set, and will read when it migrates on.
