@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -20,23 +19,26 @@ import (
 // virtio.NotifyAddress(BAR 0, i). Without help that write is an MMIO exit
 // handled on the vCPU thread (vcpu.go → MMIO bus → PCI window → the
 // transport's notify region). With KVM_IOEVENTFD, KVM instead signals an
-// eventfd and resumes the guest at once; a goroutine per queue, parked on
-// the Go poller, reads the eventfd and calls Transport.Notify. The MMIO
-// path stays: it serves other write sizes, queues whose registration
-// failed, and hosts without KVM_CAP_IOEVENTFD.
+// eventfd and resumes the guest at once. The transport's worker waits on
+// its queues' eventfds itself (Transport.WatchNotifyFD, an epoll set in
+// devices/virtio), so the signal wakes the thread that processes the
+// queue: no goroutine here reads the eventfd and hands the notification
+// on. The MMIO path stays: it serves other write sizes, queues whose
+// registration failed, and hosts without KVM_CAP_IOEVENTFD.
 //
 // Registrations follow BAR 0: the PCI bus calls notifiers.sync after every
 // re-decode (device added, guest moves a BAR or toggles Memory Space,
 // configuration space restored on a migration destination), and sync
 // moves each queue's registration to where the BAR now is, or drops it
-// while the BAR is not decoded. The eventfds and their goroutines live as
-// long as the VM, so a move never loses a notification already signalled.
+// while the BAR is not decoded. The eventfds live as long as the VM and
+// stay in the worker's epoll set, so a move never loses a notification
+// already signalled.
 //
-// Pause and migration need nothing here: Notify only records the
-// notification and wakes the transport's worker, which the transport
-// holds while paused and runs on Resume; a restored transport services
-// every live queue once, covering a notification that was still in an
-// eventfd on the source when its state was saved.
+// Pause and migration need nothing here: a signal while the transport is
+// paused stays in the worker's epoll set and is serviced on Resume; a
+// restored transport services every live queue once, covering a
+// notification that was still in an eventfd on the source when its
+// state was saved.
 
 // ioEventFDs is the part of the KVM VM the notifiers use: *kvm.VM
 // implements it, tests fake it.
@@ -50,10 +52,9 @@ const notifyLen = 4
 
 // notifyQueue is one virtqueue's eventfd and its KVM registration.
 type notifyQueue struct {
-	fd         int      // the eventfd; f owns it (never call f.Fd: it makes fd blocking)
-	f          *os.File // fd on the Go poller, read by the queue's goroutine
-	addr       uint64   // the registered guest-physical address
-	registered bool     // a KVM_IOEVENTFD assignment at addr is in place
+	fd         int    // the eventfd, watched by the device's worker
+	addr       uint64 // the registered guest-physical address
+	registered bool   // a KVM_IOEVENTFD assignment at addr is in place
 }
 
 // notifyDevice is the notify region of one virtio device.
@@ -64,9 +65,13 @@ type notifyDevice struct {
 	// owns, if set, reports whether a notify write at addr reaches this
 	// device through the MMIO path now (another device's BAR may cover
 	// the address): only then may KVM take the write instead.
-	owns   func(addr uint64) bool
-	notify func(queue int)
-	queues []*notifyQueue // nil until the notifiers are attached
+	owns func(addr uint64) bool
+	// watch hands queue i's eventfd to the device, which waits on it
+	// (Transport.WatchNotifyFD); unwatch takes it back before it is
+	// closed.
+	watch   func(i, fd int) error
+	unwatch func(i, fd int)
+	queues  []*notifyQueue // nil until the notifiers are attached
 }
 
 // notifiers owns the ioeventfds of every virtio queue of a VM. Its methods
@@ -79,8 +84,6 @@ type notifiers struct {
 	devs   []*notifyDevice
 	closed bool
 	logged bool // a registration failure was logged
-
-	readers sync.WaitGroup // one reader goroutine per open eventfd
 }
 
 // newNotifiers returns notifiers that register nothing until attached.
@@ -92,9 +95,9 @@ func newNotifiers(log *slog.Logger) *notifiers {
 }
 
 // add adds a device with nq queues whose BAR 0 bar0 reports and whose
-// notifications go to notify.
-func (n *notifiers) add(name string, nq int, bar0 func() (uint64, bool), notify func(int)) error {
-	return n.addDevice(&notifyDevice{name: name, nq: nq, bar0: bar0, notify: notify})
+// eventfds watch and unwatch hand over and take back.
+func (n *notifiers) add(name string, nq int, bar0 func() (uint64, bool), watch func(i, fd int) error, unwatch func(i, fd int)) error {
+	return n.addDevice(&notifyDevice{name: name, nq: nq, bar0: bar0, watch: watch, unwatch: unwatch})
 }
 
 // addDevice adds d.
@@ -118,7 +121,7 @@ func (n *notifiers) addDevice(d *notifyDevice) error {
 // ioeventfds only where bus routes their notify writes to it.
 func (n *notifiers) addTransport(name string, t *virtio.Transport, bus *pci.Bus) error {
 	return n.addDevice(&notifyDevice{
-		name: name, nq: t.Device().NumQueues(), notify: t.Notify,
+		name: name, nq: t.Device().NumQueues(), watch: t.WatchNotifyFD, unwatch: t.UnwatchNotifyFD,
 		bar0: func() (uint64, bool) { return transportBAR0(t) },
 		owns: func(addr uint64) bool {
 			fn, ok := bus.FunctionAt(addr, notifyLen)
@@ -144,8 +147,8 @@ func transportBAR0(t *virtio.Transport) (uint64, bool) {
 	return 0, false
 }
 
-// attach opens an eventfd and starts a reader for every queue, then
-// registers them with k where the BARs are now. On error nothing is
+// attach opens an eventfd for every queue and hands it to the device,
+// then registers them with k where the BARs are now. On error nothing is
 // registered and notifications keep exiting to userspace.
 func (n *notifiers) attach(k ioEventFDs) error {
 	n.mu.Lock()
@@ -169,38 +172,25 @@ func (n *notifiers) attach(k ioEventFDs) error {
 	return nil
 }
 
-// openLocked opens d's eventfds and starts their readers; mu is held. On
-// error d has none.
+// openLocked opens d's eventfds and hands them to the device; mu is
+// held. On error d has none.
 func (n *notifiers) openLocked(d *notifyDevice) error {
 	for i := 0; i < d.nq; i++ {
+		// Nonblocking: nobody here reads it, and a stray read elsewhere
+		// must not hang.
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 		if err != nil {
 			n.closeDeviceLocked(d)
 			return fmt.Errorf("%s queue %d: eventfd: %w", d.name, i, err)
 		}
-		q := &notifyQueue{fd: fd, f: os.NewFile(uintptr(fd), fmt.Sprintf("%s-notify%d", d.name, i))}
-		d.queues = append(d.queues, q)
-		n.readers.Add(1)
-		go n.read(q.f, d.name, i, d.notify)
+		if err := d.watch(i, fd); err != nil {
+			unix.Close(fd)
+			n.closeDeviceLocked(d)
+			return fmt.Errorf("%s queue %d: %w", d.name, i, err)
+		}
+		d.queues = append(d.queues, &notifyQueue{fd: fd})
 	}
 	return nil
-}
-
-// read is the reader goroutine of one queue: every signal of its eventfd
-// (any number of guest writes, coalesced by the counter) becomes one
-// notify call. It returns when the eventfd is closed.
-func (n *notifiers) read(f *os.File, name string, i int, notify func(int)) {
-	defer n.readers.Done()
-	var buf [8]byte
-	for {
-		if _, err := f.Read(buf[:]); err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				n.log.Warn("reading a queue notification eventfd", "name", name, "queue", i, "err", err)
-			}
-			return
-		}
-		notify(i)
-	}
 }
 
 // sync moves every queue's registration to where its BAR 0 is decoded
@@ -290,29 +280,31 @@ func (n *notifiers) failedLocked(d *notifyDevice, i int, addr uint64, err error)
 		"addr", fmt.Sprintf("%#x", addr), "err", err)
 }
 
-// closeDeviceLocked deregisters and closes d's eventfds; mu is held.
+// closeDeviceLocked deregisters d's eventfds, takes them back from the
+// device and closes them; mu is held.
 func (n *notifiers) closeDeviceLocked(d *notifyDevice) {
 	for i, q := range d.queues {
 		if q.registered {
 			n.deassignLocked(d, i, q)
 		}
-		q.f.Close() // wakes the reader, which returns
+		d.unwatch(i, q.fd)
+		unix.Close(q.fd)
 	}
 	d.queues = nil
 }
 
-// close deregisters every ioeventfd, closes the eventfds and waits for the
-// readers to return. Call it before closing the KVM VM. It is idempotent.
+// close deregisters every ioeventfd, takes the eventfds back from the
+// devices and closes them. Call it before closing the KVM VM. It is
+// idempotent.
 func (n *notifiers) close() {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if !n.closed {
 		n.closed = true
 		for _, d := range n.devs {
 			n.closeDeviceLocked(d)
 		}
 	}
-	n.mu.Unlock()
-	n.readers.Wait()
 }
 
 // attachNotifiers registers the queue notification ioeventfds with KVM.

@@ -69,35 +69,37 @@ func (q *Queue) readDesc(table uint64, i uint16) (descriptor, error) {
 // INDIRECT without the feature, with NEXT, nested, or with a length that
 // is zero, not a multiple of 16 or larger than the queue; a buffer outside
 // RAM; a readable buffer after a writable one.
-func (q *Queue) parseChain(head uint16) (*Chain, error) {
-	c := &Chain{Head: head}
+//
+// The chain goes into c, whose buffer arrays are reused.
+func (q *Queue) parseChain(head uint16, c *Chain) error {
+	c.Head, c.Readable, c.Writable = head, c.Readable[:0], c.Writable[:0]
 	table, tableLen := q.desc, uint32(q.size)
 	indirect := false
 	i, seen := head, uint32(0)
 	for {
 		if uint32(i) >= tableLen {
-			return nil, fmt.Errorf("descriptor index %d out of range (table of %d)", i, tableLen)
+			return fmt.Errorf("descriptor index %d out of range (table of %d)", i, tableLen)
 		}
 		seen++
 		if seen > tableLen {
-			return nil, fmt.Errorf("chain from head %d is longer than its table of %d (loop?)", head, tableLen)
+			return fmt.Errorf("chain from head %d is longer than its table of %d (loop?)", head, tableLen)
 		}
 		d, err := q.readDesc(table, i)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if d.flags&descFIndirect != 0 {
 			switch {
 			case !q.indirect:
-				return nil, fmt.Errorf("descriptor %d: INDIRECT without VIRTIO_F_INDIRECT_DESC", i)
+				return fmt.Errorf("descriptor %d: INDIRECT without VIRTIO_F_INDIRECT_DESC", i)
 			case indirect:
-				return nil, fmt.Errorf("descriptor %d: nested indirect table", i)
+				return fmt.Errorf("descriptor %d: nested indirect table", i)
 			case d.flags&descFNext != 0:
-				return nil, fmt.Errorf("descriptor %d: INDIRECT with NEXT", i)
+				return fmt.Errorf("descriptor %d: INDIRECT with NEXT", i)
 			case d.len == 0 || d.len%descSize != 0 || d.len/descSize > uint32(q.size):
-				return nil, fmt.Errorf("descriptor %d: indirect table length %d", i, d.len)
+				return fmt.Errorf("descriptor %d: indirect table length %d", i, d.len)
 			case !q.mem.Contains(d.addr, uint64(d.len)):
-				return nil, fmt.Errorf("descriptor %d: indirect table [%#x,+%#x) outside RAM", i, d.addr, d.len)
+				return fmt.Errorf("descriptor %d: indirect table [%#x,+%#x) outside RAM", i, d.addr, d.len)
 			}
 			table, tableLen = d.addr, d.len/descSize
 			indirect = true
@@ -106,19 +108,19 @@ func (q *Queue) parseChain(head uint16) (*Chain, error) {
 		}
 		if d.len > 0 {
 			if !q.mem.Contains(d.addr, uint64(d.len)) {
-				return nil, fmt.Errorf("descriptor %d: buffer [%#x,+%#x) outside RAM", i, d.addr, d.len)
+				return fmt.Errorf("descriptor %d: buffer [%#x,+%#x) outside RAM", i, d.addr, d.len)
 			}
 			b := Buffer{Addr: d.addr, Len: d.len}
 			if d.flags&descFWrite != 0 {
 				c.Writable = append(c.Writable, b)
 			} else if len(c.Writable) > 0 {
-				return nil, fmt.Errorf("descriptor %d: readable buffer after a writable one", i)
+				return fmt.Errorf("descriptor %d: readable buffer after a writable one", i)
 			} else {
 				c.Readable = append(c.Readable, b)
 			}
 		}
 		if d.flags&descFNext == 0 {
-			return c, nil
+			return nil
 		}
 		i = d.next
 	}

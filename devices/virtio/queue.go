@@ -49,6 +49,7 @@ type Queue struct {
 	usedIdx    uint16 // next used ring entry to fill (the used idx the driver sees)
 	availCache uint16 // avail idx last read
 	signalled  uint16 // used idx when the driver was last interrupted
+	noNotify   bool   // VIRTQ_USED_F_NO_NOTIFY is set in the used ring
 	broken     error
 }
 
@@ -122,21 +123,34 @@ func (q *Queue) readU16(gpa uint64) (uint16, error) {
 
 // Pop takes the next descriptor chain from the available ring (§2.7.13.4
 // from the device side). It returns nil, nil when the ring is empty, and
-// an error wrapping ErrQueueBroken when the driver broke the queue.
+// an error wrapping ErrQueueBroken when the driver broke the queue. Each
+// chain is a new allocation; a device's hot path uses PopInto.
 func (q *Queue) Pop() (*Chain, error) {
-	if pending, err := q.Available(); err != nil || pending == 0 {
+	c := new(Chain)
+	if ok, err := q.PopInto(c); !ok {
 		return nil, err
+	}
+	return c, nil
+}
+
+// PopInto is Pop into a chain the caller keeps and reuses: it overwrites
+// c, reusing the arrays of c.Readable and c.Writable, so that a device
+// taking chains into the same few Chains allocates nothing once they have
+// grown to its chains' length. It reports whether it took a chain; c's
+// contents are unspecified when it did not.
+func (q *Queue) PopInto(c *Chain) (bool, error) {
+	if pending, err := q.Available(); err != nil || pending == 0 {
+		return false, err
 	}
 	head, err := q.readU16(q.driver + ringHeader + 2*uint64(q.lastAvail%q.size))
 	if err != nil {
-		return nil, q.fail("reading avail ring: %v", err)
+		return false, q.fail("reading avail ring: %v", err)
 	}
-	c, err := q.parseChain(head)
-	if err != nil {
-		return nil, q.fail("%v", err)
+	if err := q.parseChain(head, c); err != nil {
+		return false, q.fail("%v", err)
 	}
 	q.lastAvail++
-	return c, nil
+	return true, nil
 }
 
 // Available returns how many chains the driver made available that Pop
@@ -238,12 +252,30 @@ func (q *Queue) NeedsInterrupt() (bool, error) {
 	return flags&availFNoIntr == 0, nil
 }
 
+// DisableNotify tells the driver that the device is processing the queue
+// and needs no notification for the buffers it adds meanwhile (§2.7.10),
+// which saves the driver's notify writes while the device drains the
+// queue. Without VIRTIO_F_EVENT_IDX it sets VIRTQ_USED_F_NO_NOTIFY. With
+// it there is nothing to write: avail_event stays where ArmNotify left it,
+// behind the buffers the driver adds now, and the driver notifies only
+// when its index crosses avail_event. ArmNotify undoes it.
+func (q *Queue) DisableNotify() error {
+	if q.broken != nil || !q.ready || q.eventIdx || q.noNotify {
+		return q.broken
+	}
+	if err := q.mem.WriteUint16(q.device, usedFNoNotify); err != nil {
+		return q.fail("writing used flags: %v", err)
+	}
+	q.noNotify = true
+	return nil
+}
+
 // ArmNotify asks the driver for a notification when it makes more buffers
-// available: with VIRTIO_F_EVENT_IDX by writing avail_event (§2.7.10);
-// without it the device never sets VIRTQ_USED_F_NO_NOTIFY, so there is
-// nothing to write. It then reports whether buffers arrived after the
-// device last read the available index, in which case the caller must
-// process the queue again instead of waiting.
+// available: with VIRTIO_F_EVENT_IDX by writing avail_event (§2.7.10),
+// otherwise by clearing the VIRTQ_USED_F_NO_NOTIFY DisableNotify set. It
+// then reports whether buffers arrived after the device last read the
+// available index, in which case the caller must process the queue again
+// instead of waiting.
 func (q *Queue) ArmNotify() (bool, error) {
 	if q.broken != nil || !q.ready {
 		return false, q.broken
@@ -252,6 +284,11 @@ func (q *Queue) ArmNotify() (bool, error) {
 		if err := q.mem.WriteUint16(q.device+ringHeader+usedElemSize*uint64(q.size), q.availCache); err != nil {
 			return false, q.fail("writing avail_event: %v", err)
 		}
+	} else if q.noNotify {
+		if err := q.mem.WriteUint16(q.device, 0); err != nil {
+			return false, q.fail("writing used flags: %v", err)
+		}
+		q.noNotify = false
 	}
 	fence() // avail_event store before re-reading the index
 	idx, err := q.readU16(q.driver + 2)

@@ -3,6 +3,7 @@ package virtio
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
 
 	"godwit/vmm/memory"
@@ -261,6 +262,138 @@ func TestArmNotify(t *testing.T) {
 	publish(mem, 1, 0) // the driver adds a buffer after the device looked
 	if more, _ := q.ArmNotify(); !more {
 		t.Error("ArmNotify missed a buffer added after the last Pop")
+	}
+}
+
+// TestDisableNotify checks the notification suppression around a
+// worker's pass: without VIRTIO_F_EVENT_IDX, VIRTQ_USED_F_NO_NOTIFY is set
+// while the device drains the queue and cleared when it re-arms; with it,
+// the used flags are never written and avail_event moves only on
+// re-arming.
+func TestDisableNotify(t *testing.T) {
+	tests := []struct {
+		name         string
+		eventIdx     bool
+		wantDuring   uint16 // used flags between DisableNotify and ArmNotify
+		wantEventMid uint16 // avail_event then
+	}{
+		{"without EVENT_IDX", false, usedFNoNotify, 0},
+		{"with EVENT_IDX", true, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, mem := testQueue(t, false, tt.eventIdx)
+			putDesc(mem, tDesc, 0, tBuf, 1, 0, 0)
+			publish(mem, 0, 0)
+			if err := q.DisableNotify(); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.DisableNotify(); err != nil { // idempotent
+				t.Fatal(err)
+			}
+			if got := getU16(mem, tUsed); got != tt.wantDuring {
+				t.Errorf("used flags while draining = %#x, want %#x", got, tt.wantDuring)
+			}
+			if c, err := q.Pop(); err != nil || c == nil {
+				t.Fatal(c, err)
+			}
+			if got := getU16(mem, tUsed+4+8*tQSize); got != tt.wantEventMid {
+				t.Errorf("avail_event while draining = %d, want %d", got, tt.wantEventMid)
+			}
+			if more, err := q.ArmNotify(); err != nil || more {
+				t.Fatalf("ArmNotify = %v, %v", more, err)
+			}
+			if got := getU16(mem, tUsed); got != 0 {
+				t.Errorf("used flags after ArmNotify = %#x, want 0", got)
+			}
+			wantEvent := uint16(0)
+			if tt.eventIdx {
+				wantEvent = 1
+			}
+			if got := getU16(mem, tUsed+4+8*tQSize); got != wantEvent {
+				t.Errorf("avail_event after ArmNotify = %d, want %d", got, wantEvent)
+			}
+		})
+	}
+}
+
+// TestPopIntoReuse takes a long chain, then a shorter one of the other
+// direction, into the same Chain: nothing of the first shows in the
+// second.
+func TestPopIntoReuse(t *testing.T) {
+	q, mem := testQueue(t, false, false)
+	putDesc(mem, tDesc, 0, tBuf, 10, descFNext, 1)
+	putDesc(mem, tDesc, 1, tBuf+16, 20, descFNext, 2)
+	putDesc(mem, tDesc, 2, tBuf+64, 30, descFWrite, 0)
+	putDesc(mem, tDesc, 3, tBuf+128, 40, descFWrite, 0)
+	publish(mem, 0, 0)
+	publish(mem, 1, 3)
+	want := []Chain{
+		{Head: 0, Readable: []Buffer{{tBuf, 10}, {tBuf + 16, 20}}, Writable: []Buffer{{tBuf + 64, 30}}},
+		{Head: 3, Writable: []Buffer{{tBuf + 128, 40}}},
+	}
+	var c Chain
+	for i, w := range want {
+		if ok, err := q.PopInto(&c); !ok || err != nil {
+			t.Fatalf("chain %d: PopInto = %v, %v", i, ok, err)
+		}
+		if c.Head != w.Head || !slices.Equal(c.Readable, w.Readable) || !slices.Equal(c.Writable, w.Writable) {
+			t.Errorf("chain %d: %+v, want %+v", i, c, w)
+		}
+	}
+	if ok, err := q.PopInto(&c); ok || err != nil {
+		t.Errorf("empty ring: PopInto = %v, %v", ok, err)
+	}
+}
+
+// TestPopIntoAllocs checks that taking and returning chains into a reused
+// Chain allocates nothing once its arrays have grown, for direct and
+// indirect chains.
+func TestPopIntoAllocs(t *testing.T) {
+	tests := []struct {
+		name     string
+		indirect bool
+	}{
+		{"direct", false},
+		{"indirect", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, mem := testQueue(t, tt.indirect, true)
+			if tt.indirect {
+				putDesc(mem, tDesc, 0, tTable, 3*16, descFIndirect, 0)
+				putDesc(mem, tTable, 0, tBuf, 12, descFNext, 1)
+				putDesc(mem, tTable, 1, tBuf+64, 1500, descFNext, 2)
+				putDesc(mem, tTable, 2, tBuf+4096, 64, descFWrite, 0)
+			} else {
+				putDesc(mem, tDesc, 0, tBuf, 12, descFNext, 1)
+				putDesc(mem, tDesc, 1, tBuf+64, 1500, descFNext, 2)
+				putDesc(mem, tDesc, 2, tBuf+4096, 64, descFWrite, 0)
+			}
+			var c Chain
+			idx := uint16(0)
+			round := func() {
+				publish(mem, idx, 0)
+				idx++
+				ok, err := q.PopInto(&c)
+				if !ok || err != nil || len(c.Readable) != 2 || len(c.Writable) != 1 {
+					t.Fatalf("PopInto = %v, %v: %+v", ok, err, c)
+				}
+				if err := q.PushUsed(c.Head, 64); err != nil {
+					t.Fatal(err)
+				}
+				if more, err := q.ArmNotify(); more || err != nil {
+					t.Fatalf("ArmNotify = %v, %v", more, err)
+				}
+			}
+			round() // grows c's arrays
+			if raceEnabled {
+				t.Skip("the race detector allocates")
+			}
+			if n := testing.AllocsPerRun(100, round); n != 0 {
+				t.Errorf("%.1f allocations per chain, want 0", n)
+			}
+		})
 	}
 }
 

@@ -39,6 +39,7 @@ const (
 	usedElemSize  = 8  // struct virtq_used_elem: le32 id, le32 len
 	ringHeader    = 4  // le16 flags, le16 idx
 	availFNoIntr  = 1  // VIRTQ_AVAIL_F_NO_INTERRUPT
+	usedFNoNotify = 1  // VIRTQ_USED_F_NO_NOTIFY
 	descAlign     = 16 // §2.7 table "Virtqueue Part Alignment"
 	availAlign    = 2
 	usedAlign     = 4

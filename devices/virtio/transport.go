@@ -66,7 +66,7 @@ type Transport struct {
 	needsReset atomic.Bool
 	pending    []atomic.Bool
 	mirrors    []queueMirror // the queues' indices for Inspect
-	kick       chan struct{}
+	wait       *waiter       // what the worker sleeps on (wait.go)
 
 	irqMu sync.Mutex
 	isr   uint8
@@ -109,7 +109,6 @@ func NewTransport(dev Device, mem *memory.Memory, msi pci.MSIDelivery) (*Transpo
 		vectors: make([]atomic.Uint32, nq),
 		pending: make([]atomic.Bool, nq),
 		mirrors: make([]queueMirror, nq),
-		kick:    make(chan struct{}, 1),
 	}
 	for i := 0; i < nq; i++ {
 		t.queues = append(t.queues, newQueue(mem, dev.MaxQueueSize()))
@@ -131,6 +130,9 @@ func NewTransport(dev Device, mem *memory.Memory, msi pci.MSIDelivery) (*Transpo
 		caps = append(caps, virtioCap(pciCapDevice, deviceOffset, uint32(cfgSize), nil))
 	}
 	caps = append(caps, msix)
+	if t.wait, err = newWaiter(nq); err != nil {
+		return nil, err
+	}
 	t.cs, err = pci.NewConfigSpace(pci.Header{
 		VendorID:       pciVendor,
 		DeviceID:       pciDeviceBase + dev.DeviceType(),
@@ -142,6 +144,7 @@ func NewTransport(dev Device, mem *memory.Memory, msi pci.MSIDelivery) (*Transpo
 		BARs:           bars,
 	}, caps...)
 	if err != nil {
+		t.wait.close()
 		return nil, err
 	}
 	return t, nil
@@ -227,17 +230,30 @@ func (t *Transport) raise(vector uint16, isrBit uint8) {
 }
 
 // Notify records a driver notification for queue i and wakes the worker.
-// The notify region of BAR 0 calls it; the VMM calls it from an ioeventfd
-// reader. Safe from any goroutine; out-of-range queues are ignored.
+// The notify region of BAR 0 calls it (the MMIO path, where no ioeventfd
+// takes the write), and so does Host.Kick. Safe from any goroutine;
+// out-of-range queues are ignored.
 func (t *Transport) Notify(i int) {
 	if i < 0 || i >= t.nq {
 		return
 	}
 	t.pending[i].Store(true)
-	select {
-	case t.kick <- struct{}{}:
-	default:
-	}
+	t.wait.signal()
+}
+
+// WatchNotifyFD makes the worker wait on fd for queue i's notifications:
+// fd is an eventfd that KVM signals when the driver writes the queue's
+// notify register (KVM_IOEVENTFD), so a notification wakes the worker
+// directly. The transport never reads or closes fd: the caller keeps it
+// open until UnwatchNotifyFD (or Close) and may move its KVM registration
+// freely. A queue has at most one such eventfd.
+func (t *Transport) WatchNotifyFD(i, fd int) error {
+	return t.wait.watch(i, fd)
+}
+
+// UnwatchNotifyFD undoes WatchNotifyFD(i, fd); call it before closing fd.
+func (t *Transport) UnwatchNotifyFD(i, fd int) {
+	t.wait.unwatch(i, fd)
 }
 
 // NotifyAddress returns the guest-physical address of queue i's notify

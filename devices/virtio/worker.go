@@ -3,6 +3,7 @@ package virtio
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 )
 
 // maxRounds bounds how often the worker re-processes one queue after
@@ -11,7 +12,7 @@ const maxRounds = 16
 
 // worker is one run of the device's worker goroutine.
 type worker struct {
-	stop     chan struct{}
+	quit     atomic.Bool
 	done     chan struct{}
 	stopping bool
 }
@@ -27,7 +28,7 @@ func (t *Transport) startWorkerLocked() {
 	for i, q := range t.queues {
 		live[i] = q.ready
 	}
-	w := &worker{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &worker{done: make(chan struct{})}
 	t.w = w
 	go t.run(w, live)
 }
@@ -48,7 +49,8 @@ func (t *Transport) stopWorkerCtx(ctx context.Context) error {
 	}
 	if !w.stopping {
 		w.stopping = true
-		close(w.stop)
+		w.quit.Store(true)
+		t.wait.kick()
 	}
 	select {
 	case <-w.done:
@@ -60,26 +62,27 @@ func (t *Transport) stopWorkerCtx(ctx context.Context) error {
 }
 
 // run is the worker goroutine: it services notified queues until stopped.
-// Notifications are flags (one per queue) plus a one-slot wake-up channel,
-// so any number of notifications while a queue is being processed
-// coalesce into one more pass.
+// Notifications are flags (one per queue), set by Notify or by the
+// worker itself when a queue's eventfd fires (wait.go), so any number of
+// notifications while a queue is being processed coalesce into one more
+// pass.
 func (t *Transport) run(w *worker, live []bool) {
 	defer close(w.done)
 	for {
 		for i := range live {
-			select {
-			case <-w.stop:
+			if w.quit.Load() {
 				return
-			default:
 			}
 			if live[i] && t.pending[i].Swap(false) {
 				t.service(i)
 			}
 		}
-		select {
-		case <-w.stop:
+		if w.quit.Load() {
 			return
-		case <-t.kick:
+		}
+		if err := t.wait.sleep(t.pending, live, &w.quit); err != nil {
+			t.deviceError(err)
+			return
 		}
 	}
 }
@@ -91,6 +94,10 @@ func (t *Transport) service(i int) {
 	q := t.queues[i]
 	defer t.mirrors[i].publish(q)
 	for round := 0; q.broken == nil; round++ {
+		if err := q.DisableNotify(); err != nil {
+			t.deviceError(err)
+			return
+		}
 		err := t.dev.ProcessQueue(i)
 		if err == nil {
 			err = q.broken
@@ -156,5 +163,6 @@ func (t *Transport) Close() error {
 	defer t.mu.Unlock()
 	t.closed = true
 	t.stopWorkerLocked()
+	t.wait.close()
 	return nil
 }

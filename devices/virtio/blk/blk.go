@@ -132,6 +132,8 @@ type Disk struct {
 	writeThrough bool
 	serial       string
 	pauseErr     error
+
+	chain virtio.Chain // the worker's, reused by every request
 }
 
 var (
@@ -288,9 +290,9 @@ func (d *Disk) ProcessQueue(i int) error {
 		return nil
 	}
 	mem := q.Memory()
+	c := &d.chain
 	for {
-		c, err := q.Pop()
-		if err != nil || c == nil {
+		if ok, err := q.PopInto(c); !ok {
 			return err
 		}
 		used, err := d.serve(mem, c, wt)

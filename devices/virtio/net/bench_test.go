@@ -1,9 +1,15 @@
 package net
 
 import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"godwit/devices/virtio/virtiotest"
 )
@@ -51,107 +57,199 @@ func benchRig(b *testing.B) *rig {
 		rx: vr.Queues[rxQueue], tx: vr.Queues[txQueue], ctrl: vr.Queues[ctrlQueue]}
 }
 
-// cpuTime returns the process's user plus system CPU time.
-func cpuTime(b *testing.B) time.Duration {
+// Queue notification paths of the benchmarks: how the driver's kick
+// reaches the device's worker.
+const (
+	// kickMMIO writes the notify register through the BAR: the path of
+	// a notification without an ioeventfd (the vCPU thread calls
+	// Transport.Notify).
+	kickMMIO = "mmio"
+	// kickIOEventFD signals an eventfd the transport's worker watches
+	// (Transport.WatchNotifyFD), as KVM does for a registered
+	// ioeventfd: the path godwit takes in a VM.
+	kickIOEventFD = "ioeventfd"
+	// kickReader signals an eventfd a separate goroutine reads, which
+	// then calls Transport.Notify: how vmm/notify.go delivered ioeventfd
+	// notifications before the worker watched them itself, kept for
+	// comparison.
+	kickReader = "reader"
+)
+
+// kickModes are the notification paths the benchmarks compare.
+var kickModes = []string{kickMMIO, kickIOEventFD, kickReader}
+
+// kicker returns the driver's notification of queue q by path mode.
+func kicker(b *testing.B, r *rig, v *virtiotest.VCPU, q *virtiotest.Queue, mode string) func() {
+	switch mode {
+	case kickMMIO:
+		return q.Kick
+	case kickIOEventFD:
+		return v.IOEventFD(q)
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "notify") // on the Go poller
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf [8]byte
+		for {
+			if _, err := f.Read(buf[:]); err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					b.Error(err)
+				}
+				return
+			}
+			r.m.Transport.Notify(q.Index)
+		}
+	}()
+	b.Cleanup(func() {
+		f.Close()
+		<-done
+	})
+	one := binary.NativeEndian.AppendUint64(nil, 1)
+	return func() {
+		if _, err := unix.Write(fd, one); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// usage is the process's resource use at a point of a benchmark.
+type usage struct {
+	cpu   time.Duration // user plus system CPU time
+	ctxsw int64         // context switches, voluntary and not
+}
+
+// resUsage returns the process's usage now.
+func resUsage(b *testing.B) usage {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usage{time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw}
 }
 
-// report adds packets per second and CPU time per packet (the whole
-// process: device, fake driver and fake tap peer; what matters under TCG,
-// where CPU time, not wall time, is scarce) to the benchmark's results.
-func report(b *testing.B, packets int, cpu0 time.Duration) {
-	cpu := cpuTime(b) - cpu0
+// report adds packets per second, CPU time per packet and context
+// switches per packet (the whole process: device, fake driver and fake
+// tap peer; what matters under TCG, where CPU time, not wall time, is
+// scarce, and every thread wake-up is expensive) to the benchmark's
+// results.
+func report(b *testing.B, packets int, u0 usage) {
+	u := resUsage(b)
 	b.ReportMetric(float64(packets)/b.Elapsed().Seconds(), "pkt/s")
-	b.ReportMetric(float64(cpu.Nanoseconds())/float64(packets), "cpu-ns/pkt")
+	b.ReportMetric(float64((u.cpu-u0.cpu).Nanoseconds())/float64(packets), "cpu-ns/pkt")
+	b.ReportMetric(float64(u.ctxsw-u0.ctxsw)/float64(packets), "ctxsw/pkt")
 }
 
 // BenchmarkTx measures the transmit path without KVM: per iteration the
-// driver posts a batch of packets (one descriptor each, header included),
-// notifies the queue once through the BAR and waits for the used entries
-// and the interrupt; the device writes every packet to the fake tap, whose
-// peer the benchmark drains.
+// driver (a virtiotest.VCPU: a thread that sleeps in the kernel until an
+// interrupt, as a vCPU does) posts a batch of packets (one descriptor
+// each, header included), notifies the queue once and waits for the used
+// entries and the interrupt; the device writes every packet to the fake
+// tap, whose peer the benchmark drains. Each shape runs with every
+// notification path (kickModes); kick=ioeventfd is the path in a VM.
 func BenchmarkTx(b *testing.B) {
 	for _, s := range benchShapes {
-		b.Run(s.name, func(b *testing.B) {
-			r := benchRig(b)
-			pkt := benchPacket(s, 1)
-			bufs := make([]uint64, s.batch)
-			for i := range bufs {
-				bufs[i] = r.d.Alloc(uint64(len(pkt)), 64)
-				copy(r.d.Mem(bufs[i], uint64(len(pkt))), pkt)
-			}
-			sink := make([]byte, maxPacket+1)
-			b.SetBytes(int64(s.batch * s.frame))
-			cpu0 := cpuTime(b)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for k := 0; k < s.batch; k++ {
-					head := r.tx.AvailIdx % r.tx.Size
-					r.tx.SetDesc(head, bufs[k], uint32(len(pkt)), 0, 0)
-					r.tx.Publish(head)
-				}
-				r.tx.Kick()
-				r.waitUsed(r.tx, s.batch)
-				for k := 0; k < s.batch; k++ {
-					if n, err := r.tap.peer.Read(sink); err != nil || n != len(pkt) {
-						b.Fatalf("peer read %d bytes, %v", n, err)
-					}
-				}
-			}
-			b.StopTimer()
-			report(b, b.N*s.batch, cpu0)
-		})
+		for _, mode := range kickModes {
+			b.Run(s.name+"/kick="+mode, func(b *testing.B) { benchTx(b, s, mode) })
+		}
 	}
 }
 
+// benchTx is one BenchmarkTx case.
+func benchTx(b *testing.B, s benchShape, mode string) {
+	runtime.LockOSThread() // the vCPU's thread
+	defer runtime.UnlockOSThread()
+	r := benchRig(b)
+	v := virtiotest.NewVCPU(b, r.m)
+	kick := kicker(b, r, v, r.tx, mode)
+	pkt := benchPacket(s, 1)
+	bufs := make([]uint64, s.batch)
+	for i := range bufs {
+		bufs[i] = r.d.Alloc(uint64(len(pkt)), 64)
+		copy(r.d.Mem(bufs[i], uint64(len(pkt))), pkt)
+	}
+	sink := make([]byte, maxPacket+1)
+	b.SetBytes(int64(s.batch * s.frame))
+	u0 := resUsage(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := 0; k < s.batch; k++ {
+			head := r.tx.AvailIdx % r.tx.Size
+			r.tx.SetDesc(head, bufs[k], uint32(len(pkt)), 0, 0)
+			r.tx.Publish(head)
+		}
+		kick()
+		v.WaitUsed(r.tx, s.batch)
+		for k := 0; k < s.batch; k++ {
+			if n, err := r.tap.peer.Read(sink); err != nil || n != len(pkt) {
+				b.Fatalf("peer read %d bytes, %v", n, err)
+			}
+		}
+	}
+	b.StopTimer()
+	report(b, b.N*s.batch, u0)
+}
+
 // BenchmarkRx measures the receive path without KVM: per iteration the
-// driver posts enough mergeable buffers for a batch of packets and
+// driver (a virtiotest.VCPU) posts enough mergeable buffers for a batch of packets and
 // notifies once, the fake tap's peer writes the batch, and the driver
 // waits until every buffer is used; the device copies the frames into
 // guest memory (marking the dirty bitmap), fixes up the headers, pushes
 // the used entries and interrupts.
+//
+// Each shape runs with every notification path (kickModes) for the
+// driver's receive queue kicks.
 func BenchmarkRx(b *testing.B) {
 	for _, s := range benchShapes {
-		b.Run(s.name, func(b *testing.B) {
-			r := benchRig(b)
-			pkt := benchPacket(s, 2)
-			per := (len(pkt) + int(s.rxBuf) - 1) / int(s.rxBuf) // buffers per packet
-			nbuf := per * s.batch
-			if nbuf > int(r.rx.Size) {
-				b.Fatalf("%d buffers per batch, queue of %d", nbuf, r.rx.Size)
+		for _, mode := range kickModes {
+			b.Run(s.name+"/kick="+mode, func(b *testing.B) { benchRx(b, s, mode) })
+		}
+	}
+}
+
+// benchRx is one BenchmarkRx case.
+func benchRx(b *testing.B, s benchShape, mode string) {
+	runtime.LockOSThread() // the vCPU's thread
+	defer runtime.UnlockOSThread()
+	r := benchRig(b)
+	v := virtiotest.NewVCPU(b, r.m)
+	kick := kicker(b, r, v, r.rx, mode)
+	pkt := benchPacket(s, 2)
+	per := (len(pkt) + int(s.rxBuf) - 1) / int(s.rxBuf) // buffers per packet
+	nbuf := per * s.batch
+	if nbuf > int(r.rx.Size) {
+		b.Fatalf("%d buffers per batch, queue of %d", nbuf, r.rx.Size)
+	}
+	bufs := make([]uint64, nbuf)
+	for i := range bufs {
+		bufs[i] = r.d.Alloc(uint64(s.rxBuf), 64)
+	}
+	b.SetBytes(int64(s.batch * s.frame))
+	u0 := resUsage(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k := range bufs {
+			head := r.rx.AvailIdx % r.rx.Size
+			r.rx.SetDesc(head, bufs[k], s.rxBuf, virtiotest.DescWrite, 0)
+			r.rx.Publish(head)
+		}
+		kick()
+		for k := 0; k < s.batch; k++ {
+			if _, err := r.tap.peer.Write(pkt); err != nil {
+				b.Fatal(err)
 			}
-			bufs := make([]uint64, nbuf)
-			for i := range bufs {
-				bufs[i] = r.d.Alloc(uint64(s.rxBuf), 64)
-			}
-			b.SetBytes(int64(s.batch * s.frame))
-			cpu0 := cpuTime(b)
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				for k := range bufs {
-					head := r.rx.AvailIdx % r.rx.Size
-					r.rx.SetDesc(head, bufs[k], s.rxBuf, virtiotest.DescWrite, 0)
-					r.rx.Publish(head)
-				}
-				r.rx.Kick()
-				for k := 0; k < s.batch; k++ {
-					if _, err := r.tap.peer.Write(pkt); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if used := r.waitUsed(r.rx, nbuf); len(used) != nbuf {
-					b.Fatalf("%d used, want %d", len(used), nbuf)
-				}
-			}
-			b.StopTimer()
-			report(b, b.N*s.batch, cpu0)
-			if st := r.dev.Stats(); st.RxDropped != 0 || st.RxInvalid != 0 {
-				b.Fatalf("stats %+v", st)
-			}
-		})
+		}
+		if used := v.WaitUsed(r.rx, nbuf); len(used) != nbuf {
+			b.Fatalf("%d used, want %d", len(used), nbuf)
+		}
+	}
+	b.StopTimer()
+	report(b, b.N*s.batch, u0)
+	if st := r.dev.Stats(); st.RxDropped != 0 || st.RxInvalid != 0 {
+		b.Fatalf("stats %+v", st)
 	}
 }

@@ -196,12 +196,14 @@ type Device struct {
 	// frame it read: queued or dropped (tests).
 	onFrame func()
 
-	// Worker only: the receive read buffer, the transmit header copy
-	// and gather list, the receive chains and used lengths of a frame.
+	// Worker only: the receive read buffer, the transmit chain, header
+	// copy and gather list, the receive chains and used lengths of a
+	// frame (chains reused with virtio.Queue.PopInto).
 	rxBuf    []byte
+	txChain  virtio.Chain
 	txHdr    [hdrSize]byte
 	txBufs   [][]byte
-	rxChains []*virtio.Chain
+	rxChains []virtio.Chain
 	rxUsed   []uint32
 }
 

@@ -370,24 +370,30 @@ func (d *Device) deliver(q *virtio.Queue, p []byte, features uint64) (bool, erro
 	mrg := features&FeatureMrgRxbuf != 0
 	need := uint64(len(p))
 	chains := d.rxChains[:0]
-	defer func() {
-		clear(chains)
-		d.rxChains = chains[:0]
-	}()
+	defer func() { d.rxChains = chains[:0] }()
 	var got uint64
 	for got < need && (mrg || len(chains) == 0) && len(chains) < int(q.Size()) {
-		c, err := q.Pop()
-		if err != nil {
-			return false, err
+		// The chains are kept in d.rxChains, whose entries (and their
+		// buffer arrays) are reused from frame to frame.
+		if len(chains) == cap(chains) {
+			chains = append(chains, virtio.Chain{})
+		} else {
+			chains = chains[:len(chains)+1]
 		}
-		if c == nil {
+		c := &chains[len(chains)-1]
+		ok, err := q.PopInto(c)
+		if !ok {
+			chains = chains[:len(chains)-1]
+			if err != nil {
+				return false, err
+			}
 			break
 		}
-		if n := c.WritableLen(); n < hdrSize {
+		n := c.WritableLen()
+		if n < hdrSize {
 			return false, errRxFraming(c.Head, n)
 		}
-		chains = append(chains, c)
-		got += chains[len(chains)-1].WritableLen()
+		got += n
 	}
 	if got < need {
 		ringFull := len(chains) > 0 && (!mrg || len(chains) == int(q.Size()))
@@ -414,8 +420,8 @@ func (d *Device) deliver(q *virtio.Queue, p []byte, features uint64) (bool, erro
 	if !mrg {
 		used[0] = uint32(need)
 	}
-	for i, c := range chains {
-		if err := q.PushUsed(c.Head, used[i]); err != nil {
+	for i := range chains {
+		if err := q.PushUsed(chains[i].Head, used[i]); err != nil {
 			return false, err
 		}
 	}
@@ -428,11 +434,12 @@ func (d *Device) deliver(q *virtio.Queue, p []byte, features uint64) (bool, erro
 // order, through memory.Write (which marks the VMM dirty bitmap), and
 // returns the bytes written into each chain, in used (whose array it
 // reuses). The chains hold at least len(hdr)+len(frame) bytes.
-func scatter(mem *memory.Memory, chains []*virtio.Chain, hdr, frame []byte, used []uint32) ([]uint32, error) {
+func scatter(mem *memory.Memory, chains []virtio.Chain, hdr, frame []byte, used []uint32) ([]uint32, error) {
 	used = append(used[:0], make([]uint32, len(chains))...)
 	src := [2][]byte{hdr, frame}
 	part := 0
-	for i, c := range chains {
+	for i := range chains {
+		c := &chains[i]
 		for _, b := range c.Writable {
 			room := uint64(b.Len)
 			addr := b.Addr

@@ -13,9 +13,9 @@ import (
 // buffers, §5.1.6.2).
 func (d *Device) processTx(q *virtio.Queue, features uint64) error {
 	mem := q.Memory()
+	c := &d.txChain
 	for {
-		c, err := q.Pop()
-		if err != nil || c == nil {
+		if ok, err := q.PopInto(c); !ok {
 			return err
 		}
 		if err := d.transmit(mem, c, features); err != nil {

@@ -33,6 +33,7 @@ type RNG struct {
 	mu    sync.Mutex
 	queue *virtio.Queue
 	fill  func([]byte) (int, error)
+	chain virtio.Chain // the worker's, reused by every request
 }
 
 // New returns an entropy device reading from getrandom(2).
@@ -92,9 +93,9 @@ func (r *RNG) ProcessQueue(i int) error {
 	if i != 0 || q == nil {
 		return nil
 	}
+	c := &r.chain
 	for {
-		c, err := q.Pop()
-		if err != nil || c == nil {
+		if ok, err := q.PopInto(c); !ok {
 			return err
 		}
 		n, err := r.serve(q, c)
