@@ -36,9 +36,9 @@ import (
 //
 // Pause and migration need nothing here: a signal while the transport is
 // paused stays in the worker's epoll set and is serviced on Resume; a
-// restored transport services every live queue once, covering a
-// notification that was still in an eventfd on the source when its
-// state was saved.
+// restored transport services every live queue once when it runs (on a
+// destination: when the VM starts), covering a notification that was
+// still in an eventfd on the source when its state was saved.
 
 // ioEventFDs is the part of the KVM VM the notifiers use: *kvm.VM
 // implements it, tests fake it.
@@ -46,9 +46,18 @@ type ioEventFDs interface {
 	IOEventFD(kvm.IOEventFD) error
 }
 
-// notifyLen is the width of a notify register write (one dword per queue,
-// notify_off_multiplier 4).
+// notifyLen is the stride of the notify registers (one dword per queue,
+// notify_off_multiplier 4): the span of guest addresses one queue's
+// notifications may use.
 const notifyLen = 4
+
+// notifyWriteLen is the width of the write a driver notifies with: the
+// 16-bit queue index (virtio 1.x §4.1.4.4; Linux uses iowrite16). KVM
+// signals an ioeventfd only for a write of exactly its length, so the
+// notifiers register this width where KVM cannot match any width
+// (KVM_CAP_IOEVENTFD_ANY_LENGTH); writes of other widths then take the
+// MMIO path, as before.
+const notifyWriteLen = 2
 
 // notifyQueue is one virtqueue's eventfd and its KVM registration.
 type notifyQueue struct {
@@ -84,6 +93,9 @@ type notifiers struct {
 	devs   []*notifyDevice
 	closed bool
 	logged bool // a registration failure was logged
+	// width is the length the eventfds are registered with:
+	// notifyWriteLen, or 0 (any width) where KVM supports it.
+	width uint32
 }
 
 // newNotifiers returns notifiers that register nothing until attached.
@@ -91,7 +103,7 @@ func newNotifiers(log *slog.Logger) *notifiers {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &notifiers{log: log}
+	return &notifiers{log: log, width: notifyWriteLen}
 }
 
 // add adds a device with nq queues whose BAR 0 bar0 reports and whose
@@ -145,6 +157,14 @@ func transportBAR0(t *virtio.Transport) (uint64, bool) {
 		return m.Base, true
 	}
 	return 0, false
+}
+
+// setWidth sets the length the eventfds are registered with (0: any
+// width); call it before attach.
+func (n *notifiers) setWidth(w uint32) {
+	n.mu.Lock()
+	n.width = w
+	n.mu.Unlock()
 }
 
 // attach opens an eventfd for every queue and hands it to the device,
@@ -247,7 +267,7 @@ func (n *notifiers) syncLocked() {
 			if !w.ok || q.registered {
 				continue
 			}
-			if err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: w.addr, Len: notifyLen, FD: int32(q.fd)}); err != nil {
+			if err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: w.addr, Len: n.width, FD: int32(q.fd)}); err != nil {
 				n.failedLocked(d, i, w.addr, err)
 				continue
 			}
@@ -261,7 +281,7 @@ func (n *notifiers) syncLocked() {
 // address, which at worst are spurious notifications, until the VM is
 // closed.
 func (n *notifiers) deassignLocked(d *notifyDevice, i int, q *notifyQueue) {
-	err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: q.addr, Len: notifyLen, FD: int32(q.fd), Flags: kvm.IOEventFDDeassign})
+	err := n.kvm.IOEventFD(kvm.IOEventFD{Addr: q.addr, Len: n.width, FD: int32(q.fd), Flags: kvm.IOEventFDDeassign})
 	if err != nil {
 		n.log.Warn("deregistering a queue notification ioeventfd", "name", d.name, "queue", i,
 			"addr", fmt.Sprintf("%#x", q.addr), "err", err)
@@ -317,6 +337,12 @@ func (v *VM) attachNotifiers() {
 	if n, err := v.sys.CheckExtension(kvm.CapIOEventFD); err != nil || n == 0 {
 		v.log.Debug("queue notifications exit to userspace: no KVM_CAP_IOEVENTFD", "err", err)
 		return
+	}
+	// A registration of length 0 matches a write of any width: the
+	// 16-bit notifications of Linux and the 32-bit ones of other
+	// drivers alike. Without that, 16 bits, what the spec prescribes.
+	if n, err := v.sys.CheckExtension(kvm.CapIOEventFDAnyLength); err == nil && n > 0 {
+		v.notify.setWidth(0)
 	}
 	if err := v.notify.attach(v.vm); err != nil {
 		v.log.Debug("queue notifications exit to userspace", "err", err)

@@ -37,7 +37,7 @@ func (f *fakeIOEventFDs) IOEventFD(e kvm.IOEventFD) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	if e.Len != notifyLen || e.FD < 0 || e.Flags&^kvm.IOEventFDDeassign != 0 {
+	if e.Len != notifyWriteLen || e.FD < 0 || e.Flags&^kvm.IOEventFDDeassign != 0 {
 		return fmt.Errorf("unexpected ioeventfd %+v", e)
 	}
 	fd, ok := f.regs[e.Addr]
@@ -473,14 +473,14 @@ func TestNotifiersOnKVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(efd)
-	if err := v.vm.IOEventFD(kvm.IOEventFD{Addr: got[0], Len: notifyLen, FD: int32(efd)}); !errors.Is(err, unix.EEXIST) {
+	if err := v.vm.IOEventFD(kvm.IOEventFD{Addr: got[0], Len: v.notify.width, FD: int32(efd)}); !errors.Is(err, unix.EEXIST) {
 		t.Fatalf("second registration at %#x = %v, want EEXIST", got[0], err)
 	}
 	if err := v.closeDevices(); err != nil {
 		t.Fatal(err)
 	}
 	// Released: the address is free again.
-	e := kvm.IOEventFD{Addr: got[0], Len: notifyLen, FD: int32(efd)}
+	e := kvm.IOEventFD{Addr: got[0], Len: v.notify.width, FD: int32(efd)}
 	if err := v.vm.IOEventFD(e); err != nil {
 		t.Fatalf("registering at %#x after close: %v", got[0], err)
 	}
