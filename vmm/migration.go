@@ -538,11 +538,17 @@ func (v *VM) throttleLoop() {
 	}
 }
 
-// Start implements migrate.Target: it starts the restored VM's vCPUs (and
-// its control API), then has every network device announce the guest from
+// Start implements migrate.Target: it lets the restored VM's devices run
+// (held paused since creation, see setupPCI: RestoreState re-activates
+// them before the LAPICs they interrupt are restored), starts its vCPUs
+// (and its control API), then has every network device announce the guest from
 // here (VMM-sent RARP frames and, where the guest's driver supports it, the
 // guest's own gratuitous ARP). Wait blocks until the VM stops.
 func (v *VM) Start(ctx context.Context) error {
+	// The devices first: the vCPUs may notify them at once.
+	if err := v.startIncomingDevices(); err != nil {
+		return err
+	}
 	if err := v.start(); err != nil {
 		return err
 	}

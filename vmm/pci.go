@@ -160,7 +160,33 @@ func (v *VM) setupPCI() error {
 		}
 		v.log.Debug("PCI device", "name", d.name, "slot", d.slot)
 	}
+	if v.cfg.Incoming {
+		// A migration destination's devices stay paused until Start
+		// (see startIncomingDevices): RestoreState re-activates them
+		// before the irqchips and vCPUs are restored, and a device
+		// running then would deliver into guest RAM and signal MSIs
+		// into LAPICs that KVM_SET_LAPIC then overwrites. A lost
+		// used-buffer interrupt is never sent again with
+		// VIRTIO_F_EVENT_IDX (the driver's used_event does not move
+		// until it runs its handler): a Linux guest's receive queue
+		// then stops for good.
+		if err := v.pauseDevices(context.Background()); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// startIncomingDevices lets a migration destination's devices run, once
+// the whole VM state (irqchips, LAPICs) is restored: interrupts they send
+// from now on stay pending in the restored LAPICs until the vCPUs run.
+// Devices that were never paused (a VM that is not incoming) are
+// unaffected.
+func (v *VM) startIncomingDevices() error {
+	if !v.cfg.Incoming {
+		return nil
+	}
+	return v.resumeDevices()
 }
 
 // registerPCI puts the root complex on the port-I/O and MMIO buses.

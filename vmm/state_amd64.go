@@ -454,6 +454,9 @@ func (v *VM) RestoreState(sections []migrate.Section) error {
 	// untouched), then the irqchips and PIT (the IOAPIC's routing is in
 	// place before any vCPU state refers to it), then each vCPU, then
 	// kvmclock, whose offset KVM computes from the TSC the vCPUs now have.
+	// The devices of an incoming VM stay paused through all of it (see
+	// setupPCI): one that ran now would interrupt LAPICs that are about
+	// to be overwritten. Start lets them run.
 	start := time.Now()
 	if err := v.restorePCIState(byID); err != nil {
 		return err

@@ -37,11 +37,17 @@ type QueueInfo struct {
 
 // TransportInfo is a diagnostic snapshot of a transport and its device.
 type TransportInfo struct {
-	Status   uint8        `json:"status"`
-	Features uint64       `json:"features"`
-	ISR      uint8        `json:"isr"`
-	MSIX     pci.MSIXInfo `json:"msix"`
-	Queues   []QueueInfo  `json:"queues"`
+	Status   uint8  `json:"status"`
+	Features uint64 `json:"features"`
+	// Activated reports that the device runs with the driver's queues
+	// (DRIVER_OK); Paused that the transport is paused (its worker and
+	// the device's own goroutines stopped: a VM being paused or
+	// migrated, or a migration destination before it starts).
+	Activated bool         `json:"activated"`
+	Paused    bool         `json:"paused"`
+	ISR       uint8        `json:"isr"`
+	MSIX      pci.MSIXInfo `json:"msix"`
+	Queues    []QueueInfo  `json:"queues"`
 	// Counters are the device's own, when it keeps any.
 	Counters map[string]uint64 `json:"counters,omitempty"`
 	// Error is the last device error (a broken queue says so here).
@@ -67,7 +73,7 @@ func (m *queueMirror) publish(q *Queue) {
 // device is stuck.
 func (t *Transport) Inspect() TransportInfo {
 	t.mu.Lock()
-	info := TransportInfo{Status: t.status, Features: t.acked}
+	info := TransportInfo{Status: t.status, Features: t.acked, Activated: t.activated, Paused: t.paused}
 	type geometry struct {
 		size         uint16
 		ready        bool

@@ -125,6 +125,8 @@ type soakStream struct {
 	lastAt time.Time
 	maxGap time.Duration
 	gapEnd int // the counter that ended the longest gap
+	// onFail, when set, logs diagnostics before waitCounter fails.
+	onFail func()
 }
 
 // take checks the next counter read.
@@ -152,14 +154,23 @@ func (s *soakStream) waitCounter(t *testing.T, n int, what string) {
 		select {
 		case r, ok := <-s.reads:
 			if !ok {
+				s.diagnose()
 				t.Fatalf("%s: the TCP stream ended after counter %d: %v", what, s.last, <-s.err)
 			}
 			if err := s.take(r); err != nil {
 				t.Fatalf("%s: %v", what, err)
 			}
 		case <-timer.C:
+			s.diagnose()
 			t.Fatalf("%s: no counter %d within %v (the last was %d)", what, n, lineTimeout, s.last)
 		}
+	}
+}
+
+// diagnose runs onFail, if set.
+func (s *soakStream) diagnose() {
+	if s.onFail != nil {
+		s.onFail()
 	}
 }
 
@@ -312,8 +323,10 @@ func TestLinuxSoak(t *testing.T) {
 		// fails on any other), then two counters past those read when
 		// the source had gone, on the same connection.
 		disk.handOver()
+		stream.onFail = func() { logNetState(t, where+": the stream stopped on the destination", dstSock) }
 		console(dst, where+": the next disk record on the destination", func(string) bool { return disk.last > srcLast })
 		stream.waitCounter(t, atExit+2, where+": on the destination")
+		stream.onFail = nil
 
 		var st migrate.Stats
 		if err := json.Unmarshal(info.Stats, &st); err != nil {

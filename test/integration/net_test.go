@@ -432,6 +432,14 @@ func TestVirtioNet(t *testing.T) {
 	}
 
 	next := 1
+	// diagSock is the API socket of the VM whose network state a stalled
+	// stream logs (the destination once it runs).
+	diagSock := ""
+	diagnose := func(what string) {
+		if diagSock != "" {
+			logNetState(t, what, diagSock)
+		}
+	}
 	// expect reads the next counter from the stream: it must be the one
 	// after the last (the connection neither broke nor lost data).
 	expect := func(what string) {
@@ -439,6 +447,7 @@ func TestVirtioNet(t *testing.T) {
 		select {
 		case r, ok := <-stream.reads:
 			if !ok {
+				diagnose(what)
 				t.Fatalf("%s: the TCP stream ended: %v", what, <-stream.err)
 			}
 			if r.n != next {
@@ -446,6 +455,7 @@ func TestVirtioNet(t *testing.T) {
 			}
 			next++
 		case <-time.After(lineTimeout):
+			diagnose(what)
 			t.Fatalf("%s: no counter within %v", what, lineTimeout)
 		}
 	}
@@ -463,6 +473,7 @@ func TestVirtioNet(t *testing.T) {
 	if l := waitStderr(t, dst, "announcing the guest"); !strings.Contains(l, "guest_announce=true") {
 		t.Errorf("destination: %s", l)
 	}
+	diagSock = dstSock
 	for i := 0; i < 5; i++ {
 		expect("on the destination")
 	}
