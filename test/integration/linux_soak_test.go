@@ -431,14 +431,8 @@ func TestSoakDiskLog(t *testing.T) {
 					break
 				}
 			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
-				}
+			if checkWantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if d.last != tt.want {
 				t.Errorf("last record %d, want %d", d.last, tt.want)
@@ -473,14 +467,8 @@ func TestSoakStream(t *testing.T) {
 					break
 				}
 			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
-				}
+			if checkWantErr(t, err, tt.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if s.maxGap != tt.maxGap || s.gapEnd != tt.gapEnd {
 				t.Errorf("longest gap %v before counter %d, want %v before %d", s.maxGap, s.gapEnd, tt.maxGap, tt.gapEnd)
@@ -543,4 +531,21 @@ func TestSoakDiskCmdFits(t *testing.T) {
 	if strings.Contains(cmd, `"`) || len(cmd) > 1700 {
 		t.Errorf("the soak guest's command has %d bytes or a double quote: %s", len(cmd), cmd)
 	}
+}
+
+// checkWantErr checks err against a table case's wanted error: with want
+// set, err must say it (the case is then done: it returns true); without,
+// err must be nil.
+func checkWantErr(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want != "" {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v, want one saying %q", err, want)
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
 }
