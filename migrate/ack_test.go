@@ -287,3 +287,24 @@ func TestAssumeZeroed(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitAckSeesPeerEnd checks that a writer waiting for a ROUND_ACK
+// returns the reader's error once the reader ends: peerDone makes the
+// result available before it wakes the waiter, so the woken waitAck
+// finds it rather than waiting again (until the migration's timeout).
+func TestWaitAckSeesPeerEnd(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		s := &sender{ctx: context.Background(), peer: make(chan peerResult, 1)}
+		s.acks.init()
+		want := errors.New("reading from the destination: connection reset")
+		got := make(chan error, 1)
+		go func() {
+			_, _, err := s.waitAck(0)
+			got <- err
+		}()
+		s.peerDone(peerResult{err: want})
+		if err := <-got; !errors.Is(err, want) {
+			t.Fatalf("iteration %d: waitAck returned %v, want %v", i, err, want)
+		}
+	}
+}

@@ -448,8 +448,17 @@ func (s *sender) readPeer() {
 		// that stopped reading.
 		s.l.interrupt()
 	}
-	s.acks.stop()
+	s.peerDone(r)
+}
+
+// peerDone hands the reader's result to the writer: first into s.peer
+// (buffered, written once), then a wake-up of a writer waiting for acks.
+// In that order: a waitAck woken by the signal must find the result, or
+// it waits again for a signal that never comes (a destination killed in
+// an iterative round then kept the source waiting for its timeout).
+func (s *sender) peerDone(r peerResult) {
 	s.peer <- r
+	s.acks.stop()
 }
 
 // ackTracker is the source's record of ROUND_ACKs, shared by the writer
