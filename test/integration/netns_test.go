@@ -131,11 +131,30 @@ func (l *vethLink) cut(t *testing.T) {
 	}
 }
 
-// restore brings the peer up again.
+// restore brings the peer up again and waits until this end has its
+// carrier back (operstate "up"): the kernel reports a veth's carrier
+// change through linkwatch, up to a second later, and until then a
+// connection over the link fails with "no route to host". The kernel
+// announces the change on no file this test can wait on, so the state is
+// polled, with a deadline.
 func (l *vethLink) restore(t *testing.T) {
 	t.Helper()
 	if err := l.there.setUp(l.peerIndex, true); err != nil {
 		t.Fatalf("bringing %s up: %v", l.peer, err)
+	}
+	path := "/sys/class/net/" + l.host + "/operstate"
+	deadline := time.Now().Add(lineTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && strings.TrimSpace(string(b)) == "up" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: operstate %q (%v) %v after bringing %s up", l.host, strings.TrimSpace(string(b)), err, lineTimeout, l.peer)
+		}
+		<-tick.C
 	}
 }
 
