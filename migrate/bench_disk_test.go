@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,25 +122,13 @@ func benchDiskMigrations(b *testing.B, vm *imageVM, disk *migratetest.Disk, comp
 		dir := b.TempDir()
 		f := &migratetest.Factory{CleanTargets: true, StorageDir: dir}
 		src, dst := tcpPair(b)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		var tgt migrate.Target
-		var derr error
-		go func() {
-			defer wg.Done()
-			tgt, _, derr = migrate.Receive(context.Background(), dst, f.New, migrate.ReceiveOptions{AssumeZeroed: true})
-		}()
-		_, err := migrate.Send(context.Background(), src, vm, migrate.Options{Compression: comp,
+		_, tgt := benchMigrate(b, src, dst, vm, f, migrate.Options{Compression: comp,
 			Trace: func(rec migrate.RoundRecord) {
 				if rec.Round == 0 {
 					r0bytes += rec.DiskBytes
 					r0secs += rec.DurationMs / 1e3
 				}
 			}})
-		wg.Wait()
-		if err != nil || derr != nil {
-			b.Fatalf("Send: %v; Receive: %v", err, derr)
-		}
 		b.StopTimer()
 		cpu += cpuSeconds(b) - cpu0
 		if !checked {

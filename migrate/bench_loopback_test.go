@@ -2,7 +2,7 @@ package migrate_test
 
 import (
 	"context"
-	"sync"
+	"net"
 	"testing"
 
 	"godwit/migrate"
@@ -36,19 +36,7 @@ func benchMigrations(b *testing.B, vm *migratetest.VM, comp migrate.Compression,
 	var wire uint64
 	for b.Loop() {
 		src, dst := pair(b)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		var tgt migrate.Target
-		var derr error
-		go func() {
-			defer wg.Done()
-			tgt, _, derr = migrate.Receive(context.Background(), dst, f.New, migrate.ReceiveOptions{AssumeZeroed: true})
-		}()
-		st, err := migrate.Send(context.Background(), src, vm, migrate.Options{Compression: comp})
-		wg.Wait()
-		if err != nil || derr != nil {
-			b.Fatalf("Send: %v; Receive: %v", err, derr)
-		}
+		st, tgt := benchMigrate(b, src, dst, vm, f, migrate.Options{Compression: comp})
 		wire += st.TransferredBytes
 		b.StopTimer()
 		tgt.(*migratetest.Target).Close()
@@ -58,4 +46,17 @@ func benchMigrations(b *testing.B, vm *migratetest.VM, comp migrate.Compression,
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(wire)/1e6/b.Elapsed().Seconds(), "wire-MB/s")
+}
+
+// benchMigrate migrates vm from src to dst as godwit receive does (into
+// fresh, zeroed RAM from f) with migrateOnceWith, fails b if either side
+// failed, and returns the sender's statistics and the received target.
+func benchMigrate(b *testing.B, src, dst net.Conn, vm migrate.Source, f *migratetest.Factory, opts migrate.Options) (migrate.Stats, migrate.Target) {
+	b.Helper()
+	ctx := context.Background()
+	r := migrateOnceWith(ctx, ctx, src, dst, vm, f, opts, migrate.ReceiveOptions{AssumeZeroed: true})
+	if r.err != nil || r.destErr != nil {
+		b.Fatalf("Send: %v; Receive: %v", r.err, r.destErr)
+	}
+	return r.stats, r.target
 }

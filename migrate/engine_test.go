@@ -82,12 +82,17 @@ type result struct {
 // migrate runs Receive on dst in a goroutine and Send on src, and closes
 // both ends once both sides returned.
 func migrateOnce(ctx, destCtx context.Context, src, dst net.Conn, vm migrate.Source, f *migratetest.Factory, opts migrate.Options) result {
+	return migrateOnceWith(ctx, destCtx, src, dst, vm, f, opts, migrate.ReceiveOptions{})
+}
+
+// migrateOnceWith is migrateOnce with the receiver's options.
+func migrateOnceWith(ctx, destCtx context.Context, src, dst net.Conn, vm migrate.Source, f *migratetest.Factory, opts migrate.Options, ropts migrate.ReceiveOptions) result {
 	var r result
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.target, r.destStats, r.destErr = migrate.Receive(destCtx, dst, f.New, migrate.ReceiveOptions{})
+		r.target, r.destStats, r.destErr = migrate.Receive(destCtx, dst, f.New, ropts)
 		if r.destErr != nil {
 			dst.Close()
 		}
