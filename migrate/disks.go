@@ -228,41 +228,22 @@ var _ = [1]int{}[max(0, maxDiskBatchPayload-MaxPayload)]
 // after lz4GiveUpBlocks blocks in a row did not shrink, the encoder tries
 // only every lz4ProbeBlocks-th block and sends the others raw; a block
 // that shrinks makes it try every block again. The wire format is the
-// same: a compressing encoder may always send a raw block.
+// same: a compressing encoder may always send a raw block. It is the
+// pages' lz4Skip with a fixed gap.
 const (
 	lz4GiveUpBlocks = 16
 	lz4ProbeBlocks  = 16
 )
 
+// diskLZ4Skip is the schedule for disk blocks: lz4ProbeBlocks-1 blocks
+// sent untried between two tries.
+var diskLZ4Skip = lz4SkipSchedule{lz4GiveUpBlocks, lz4ProbeBlocks - 1, lz4ProbeBlocks - 1}
+
 // diskEncoder is a batchEncoder's state for disk blocks.
 type diskEncoder struct {
-	lz4Out  []byte // LZ4 output of one block, allocated on first use
-	fails   int    // blocks in a row LZ4 did not shrink
-	skipped int    // blocks sent raw untried since the last try
-	iov     [diskBatchBlocks][]byte
-}
-
-// tryLZ4 reports whether the encoder should try to compress the next
-// block.
-func (d *diskEncoder) tryLZ4() bool {
-	if d.fails < lz4GiveUpBlocks {
-		return true
-	}
-	d.skipped++
-	if d.skipped < lz4ProbeBlocks {
-		return false
-	}
-	d.skipped = 0
-	return true
-}
-
-// lz4Result records whether the block just tried shrank.
-func (d *diskEncoder) lz4Result(shrank bool) {
-	if shrank {
-		d.fails, d.skipped = 0, 0
-	} else if d.fails < lz4GiveUpBlocks {
-		d.fails++
-	}
+	lz4Out []byte // LZ4 output of one block, allocated on first use
+	skip   lz4Skip
+	iov    [diskBatchBlocks][]byte
 }
 
 // appendDiskFrame appends the DISK_BATCH frame for b, reading its blocks
@@ -343,13 +324,13 @@ func (e *batchEncoder) appendDiskRun(dst []byte, zeroAt int, disk SourceDisk, si
 			c.zero++
 			continue
 		}
-		if e.comp == CompressionLZ4 && e.disk.tryLZ4() {
+		if e.comp == CompressionLZ4 && e.disk.skip.try() {
 			if e.disk.lz4Out == nil {
 				e.disk.lz4Out = make([]byte, lz4.CompressBlockBound(DiskBlockSize))
 			}
 			m, err := e.lz.CompressBlock(blk, e.disk.lz4Out)
 			shrank := err == nil && m > 0 && uint64(m) < n
-			e.disk.lz4Result(shrank)
+			e.disk.skip.result(shrank, diskLZ4Skip)
 			if shrank {
 				// The record ends inside blk's place, which is read.
 				dst[w] = encLZ4

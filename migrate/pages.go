@@ -113,17 +113,24 @@ type batchEncoder struct {
 
 // Adaptive LZ4 skipping: compressing a page that does not shrink costs
 // about as much as sending it (BenchmarkEncodeBatch/random), so after
-// lz4FailRun pages in a row failed to shrink, the encoder sends the next
+// failRun pages in a row failed to shrink, the encoder sends the next
 // pages raw without trying, and tries LZ4 only on a sample: one page
-// after a gap that starts at lz4MinGap pages and doubles with each
-// sampled page that still does not shrink, up to lz4MaxGap. A page that
-// shrinks ends the skipping. The wire format does not change: a skipped
-// page is a raw page, which a compressing encoder may always send.
+// after a gap that starts at minGap pages and doubles with each sampled
+// page that still does not shrink, up to maxGap. A page that shrinks ends
+// the skipping. The wire format does not change: a skipped page is a raw
+// page, which a compressing encoder may always send. Disk blocks use the
+// same mechanism with a fixed gap (diskLZ4Skip in disks.go).
 const (
 	lz4FailRun = 16
 	lz4MinGap  = 8
 	lz4MaxGap  = 64
 )
+
+// lz4SkipSchedule is when an lz4Skip stops trying and how it samples.
+type lz4SkipSchedule struct{ failRun, minGap, maxGap int }
+
+// pageLZ4Skip is the schedule for pages.
+var pageLZ4Skip = lz4SkipSchedule{lz4FailRun, lz4MinGap, lz4MaxGap}
 
 // lz4Skip is the state of the adaptive skip of one encoder.
 type lz4Skip struct {
@@ -143,8 +150,8 @@ func (k *lz4Skip) try() bool {
 	return true
 }
 
-// result records whether the page just tried shrank.
-func (k *lz4Skip) result(shrank bool) {
+// result records whether the page just tried shrank, under schedule s.
+func (k *lz4Skip) result(shrank bool, s lz4SkipSchedule) {
 	if shrank {
 		*k = lz4Skip{tries: k.tries}
 		return
@@ -152,9 +159,9 @@ func (k *lz4Skip) result(shrank bool) {
 	k.fails++
 	switch {
 	case k.gap > 0:
-		k.gap = min(2*k.gap, lz4MaxGap)
-	case k.fails >= lz4FailRun:
-		k.gap = lz4MinGap
+		k.gap = min(2*k.gap, s.maxGap)
+	case k.fails >= s.failRun:
+		k.gap = s.minGap
 	default:
 		return
 	}
@@ -207,7 +214,7 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				dst = slices.Grow(dst, lz4Room)[:at+lz4Room]
 				n, err := e.lz.CompressBlock(page, dst[at+pageHeader:])
 				shrank := err == nil && n > 0 && n < pageSize
-				e.skip.result(shrank)
+				e.skip.result(shrank, pageLZ4Skip)
 				if shrank {
 					dst[at] = encLZ4
 					binary.LittleEndian.PutUint16(dst[at+1:], uint16(n))

@@ -334,7 +334,7 @@ func TestLZ4Skip(t *testing.T) {
 					continue
 				}
 				got.WriteByte('T')
-				k.result(p == 's')
+				k.result(p == 's', pageLZ4Skip)
 			}
 			if got.String() != tt.want {
 				t.Errorf("tried\n%s\nwant\n%s", got.String(), tt.want)
@@ -350,7 +350,7 @@ func TestLZ4SkipGapBound(t *testing.T) {
 	const pages = 100000
 	for range pages {
 		if k.try() {
-			k.result(false)
+			k.result(false, pageLZ4Skip)
 		}
 	}
 	if k.gap != lz4MaxGap {
