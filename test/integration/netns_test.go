@@ -24,12 +24,17 @@ import (
 // source here reaches it through the pair; cut and restore take the peer
 // down and up, which drops every packet both ways (the end here loses its
 // carrier and keeps its route, so nothing leaks to another interface).
+// Each end knows the other's MAC address for good (a permanent neighbour
+// entry, set again by restore): without it, the address resolution that a
+// packet sent during the cut starts could still be failing after restore,
+// and a new connection queued behind it failed with "no route to host".
 type vethLink struct {
-	ns             *os.File // the namespace (this handle keeps it alive)
-	host, peer     string   // interface names here and in ns
-	hostIP, peerIP netip.Addr
-	here, there    *rtnl // route netlink in this namespace and in ns
-	peerIndex      int
+	ns                   *os.File // the namespace (this handle keeps it alive)
+	host, peer           string   // interface names here and in ns
+	hostIP, peerIP       netip.Addr
+	hostMAC, peerMAC     net.HardwareAddr
+	here, there          *rtnl // route netlink in this namespace and in ns
+	hostIndex, peerIndex int
 }
 
 // vethCount numbers the links of this process, for unique names.
@@ -79,25 +84,24 @@ func newVethLink(t *testing.T) *vethLink {
 	}
 	t.Cleanup(func() {
 		// Deleting one end deletes the pair.
-		if idx, err := ifindex(l.host); err == nil {
+		if idx, _, err := ifindex(l.host); err == nil {
 			l.here.deleteLink(idx)
 		}
 	})
-	hostIndex, err := ifindex(l.host)
-	if err != nil {
+	if l.hostIndex, l.hostMAC, err = ifindex(l.host); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.here.addAddr(hostIndex, l.hostIP, 30); err != nil {
+	if err := l.here.addAddr(l.hostIndex, l.hostIP, 30); err != nil {
 		t.Fatalf("address of %s: %v", l.host, err)
 	}
-	if err := l.here.setUp(hostIndex, true); err != nil {
+	if err := l.here.setUp(l.hostIndex, true); err != nil {
 		t.Fatalf("bringing %s up: %v", l.host, err)
 	}
 	l.in(t, func() {
 		if l.there, err = openRtnl(); err != nil {
 			t.Fatalf("route netlink in the namespace: %v", err)
 		}
-		if l.peerIndex, err = ifindex(l.peer); err != nil {
+		if l.peerIndex, l.peerMAC, err = ifindex(l.peer); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -110,14 +114,14 @@ func newVethLink(t *testing.T) *vethLink {
 	return l
 }
 
-// ifindex returns the index of the interface name in the calling
-// thread's network namespace.
-func ifindex(name string) (int, error) {
+// ifindex returns the index and MAC address of the interface name in the
+// calling thread's network namespace.
+func ifindex(name string) (int, net.HardwareAddr, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return ifi.Index, nil
+	return ifi.Index, ifi.HardwareAddr, nil
 }
 
 // listen is the --listen address of a receiver in the namespace.
@@ -131,8 +135,9 @@ func (l *vethLink) cut(t *testing.T) {
 	}
 }
 
-// restore brings the peer up again and waits until this end has its
-// carrier back (operstate "up"): the kernel reports a veth's carrier
+// restore brings the peer up again, sets both ends' permanent neighbour
+// entries (taking the peer down dropped its own), and waits until this end
+// has its carrier back (operstate "up"): the kernel reports a veth's carrier
 // change through linkwatch, up to a second later, and until then a
 // connection over the link fails with "no route to host". The kernel
 // announces the change on no file this test can wait on, so the state is
@@ -141,6 +146,12 @@ func (l *vethLink) restore(t *testing.T) {
 	t.Helper()
 	if err := l.there.setUp(l.peerIndex, true); err != nil {
 		t.Fatalf("bringing %s up: %v", l.peer, err)
+	}
+	if err := l.here.setNeighbor(l.hostIndex, l.peerIP, l.peerMAC); err != nil {
+		t.Fatalf("neighbour %s on %s: %v", l.peerIP, l.host, err)
+	}
+	if err := l.there.setNeighbor(l.peerIndex, l.hostIP, l.hostMAC); err != nil {
+		t.Fatalf("neighbour %s on %s: %v", l.hostIP, l.peer, err)
 	}
 	path := "/sys/class/net/" + l.host + "/operstate"
 	deadline := time.Now().Add(lineTimeout)
@@ -213,7 +224,7 @@ var vethProbe = sync.OnceValue(func() error {
 	if err := r.addVeth(name, name+"p", int(ns.Fd())); err != nil {
 		return err
 	}
-	idx, err := ifindex(name)
+	idx, _, err := ifindex(name)
 	if err != nil {
 		return err
 	}
@@ -383,6 +394,19 @@ func (r *rtnl) addAddr(index int, a netip.Addr, prefix uint8) error {
 	ip := a.AsSlice()
 	b = attr(attr(b, unix.IFA_LOCAL, ip), unix.IFA_ADDRESS, ip)
 	return r.request(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_EXCL, b)
+}
+
+// setNeighbor makes ip's link-layer address on the interface mac, for
+// good (NUD_PERMANENT), replacing any entry being resolved or failed
+// (which sends the packets queued on it).
+func (r *rtnl) setNeighbor(index int, ip netip.Addr, mac net.HardwareAddr) error {
+	// struct ndmsg: family, two pad bytes, ifindex, state, flags, type.
+	b := []byte{unix.AF_INET, 0, 0, 0}
+	b = binary.LittleEndian.AppendUint32(b, uint32(index))
+	b = binary.LittleEndian.AppendUint16(b, unix.NUD_PERMANENT)
+	b = append(b, 0, 0)
+	b = attr(attr(b, unix.NDA_DST, ip.AsSlice()), unix.NDA_LLADDR, mac)
+	return r.request(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, b)
 }
 
 // deleteLink deletes the interface.
