@@ -133,6 +133,30 @@ only_known_symptoms() {
 		fi
 	done
 }
+# failure_summary prints, for each failed test in the run logged in $1
+# (subtests included), the last 40 lines of the messages its test code
+# logged ("x_test.go:N:" lines with up to 3 continuation lines each), so
+# that the end of the log, which CI shows, says why it failed.
+failure_summary() {
+	awk '
+		function keep(line) { lines[cur, ++n[cur]] = substr(line, 1, 300) }
+		/^=== (RUN|CONT|NAME) +Test/ { cur = $3; cont = 0; next }
+		/^ *--- FAIL: Test/ { failed[++nf] = $3; next }
+		/^ +[A-Za-z0-9_]+_test\.go:[0-9]+: / { keep($0); cont = 3; next }
+		cont > 0 && /^        / { cont--; keep($0); next }
+		{ cont = 0 }
+		END {
+			if (nf == 0) exit
+			print "failed tests and what they logged:"
+			for (i = 1; i <= nf; i++) {
+				t = failed[i]
+				if (!n[t]) continue
+				print "  " t ":"
+				for (j = (n[t] > 40 ? n[t] - 39 : 1); j <= n[t]; j++) print lines[t, j]
+			}
+		}
+	' "$1" >&2
+}
 logs=()
 attempt=0
 # The stage's limit: 20 minutes (CI's budget is 30 for everything), 50
@@ -147,10 +171,12 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	attempt=$((attempt + 1))
 	if ((attempt > 4)); then
 		warn "no retry left: the run failed $attempt times"
+		failure_summary "$ilog"
 		exit 1
 	fi
 	if ! only_known_symptoms "$ilog"; then
 		warn "no retry: a test failed in a way other than the known nested-host symptoms"
+		failure_summary "$ilog"
 		exit 1
 	fi
 	# The whole integration stage stays within 20 minutes (CI's budget is
@@ -159,6 +185,7 @@ until run_integration $INTEGRATION_ARGS ${skip_passed:+-test.skip "$skip_passed"
 	nested_limit=$((stage_limit - (SECONDS - t)))
 	if ((nested_limit < 3 * 60)); then
 		warn "no retry: the integration stage already took $(((SECONDS - t) / 60)) minutes"
+		failure_summary "$ilog"
 		exit 1
 	fi
 	mapfile -t passed < <(passed_tests "${logs[@]}")
