@@ -55,6 +55,7 @@ type config struct {
 	migrateTimeout time.Duration
 	downtimeMs     int
 	receiveArgs    string // extra flags for godwit receive
+	showLog        string // regexp: print matching godwit log lines after each run
 	qemuBandwidth  int64
 	workdir        string
 }
@@ -128,6 +129,7 @@ func realMain() int {
 	fs.IntVar(&c.downtimeMs, "downtime-ms", 300, "downtime target for both (godwit --downtime-ms, QEMU downtime-limit)")
 	fs.Int64Var(&c.qemuBandwidth, "qemu-max-bandwidth", 1<<37, "QEMU max-bandwidth in bytes/s (large: cap lifted; godwit has none by default)")
 	fs.StringVar(&c.receiveArgs, "godwit-receive-args", "", "extra `flags` for every godwit receiver, space-separated")
+	fs.StringVar(&c.showLog, "show-log", "", "after each godwit run, print the source's and destination's log lines matching this `regexp` (e.g. 'restored' with --godwit-receive-args '--log-level debug')")
 	fs.StringVar(&c.workdir, "workdir", os.TempDir(), "`dir` for sockets")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -218,6 +219,24 @@ func killAll() {
 	children.mu.Unlock()
 	for _, p := range ps {
 		p.kill()
+	}
+}
+
+// printMatching prints p's stderr lines that match the regexp expr (up
+// to the last maxLines), prefixed with p's name.
+func (p *proc) printMatching(expr string) {
+	if p == nil {
+		return
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		fmt.Printf("migratebench: --show-log: %v\n", err)
+		return
+	}
+	for _, l := range p.err.tail(maxLines) {
+		if re.MatchString(l) {
+			fmt.Printf("%s log: %s\n", p.name, l)
+		}
 	}
 }
 

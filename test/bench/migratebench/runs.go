@@ -152,6 +152,10 @@ func runGodwit(c *config, v variant) (res result, err error) {
 			mig.dump(60)
 			dst.dump(40)
 		}
+		if c.showLog != "" {
+			src.printMatching(c.showLog)
+			dst.printMatching(c.showLog)
+		}
 		src.kill()
 		dst.kill()
 		mig.kill()
