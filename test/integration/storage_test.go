@@ -2,11 +2,8 @@ package integration
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -34,8 +31,8 @@ const (
 	storageHopOffset = 512 << 10
 )
 
-// storageImage creates the sparse image at path and returns the SHA-256
-// of its whole content.
+// storageImage creates the sparse image at path and returns its content
+// digest (fileSHA).
 func storageImage(t *testing.T, path string) string {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
@@ -60,21 +57,6 @@ func storageImage(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return fileSHA(t, path)
-}
-
-// fileSHA returns the SHA-256 of the file at path.
-func fileSHA(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // allocatedBytes returns what the file at path has allocated (st_blocks).
@@ -106,7 +88,7 @@ func migrateJSON(t *testing.T, sock, to string, args ...string) (api.MigrationIn
 type storageSource struct {
 	*faultSource
 	img string // the source image
-	sum string // its SHA-256 before any migration
+	sum string // its content digest (fileSHA) before any migration
 }
 
 // startStorageSource creates the sparse image and starts the test guest
@@ -125,7 +107,7 @@ func startStorageSource(t *testing.T) *storageSource {
 func (s *storageSource) checkUnchanged(t *testing.T) {
 	t.Helper()
 	if got := fileSHA(t, s.img); got != s.sum {
-		t.Fatalf("the source image changed: SHA-256 %s, was %s", got, s.sum)
+		t.Fatalf("the source image changed: digest %s, was %s", got, s.sum)
 	}
 }
 
@@ -172,7 +154,7 @@ func (s *storageSource) hop(t *testing.T, dir string, extra ...string) (*storage
 	}
 	got := filepath.Join(dir, filepath.Base(s.img))
 	if sum := fileSHA(t, got); sum != s.sum {
-		t.Fatalf("the received image has SHA-256 %s, the source's %s", sum, s.sum)
+		t.Fatalf("the received image has digest %s, the source's %s", sum, s.sum)
 	}
 	if alloc := allocatedBytes(t, got); alloc > 2*storageDataBytes {
 		t.Fatalf("the received image has %d bytes allocated for %d of data: not sparse", alloc, storageDataBytes)
@@ -198,7 +180,7 @@ func (s *storageSource) shutdown(t *testing.T) {
 // run with data seeded by seed, behind the running VM's back: the test
 // guest never touches its disk, and no migration is in flight, so the
 // next one must send the new content (round 0 reads every allocated
-// block). It updates the content's SHA-256.
+// block). It updates the content digest.
 func (s *storageSource) rewrite(t *testing.T, seed uint64) {
 	t.Helper()
 	f, err := os.OpenFile(s.img, os.O_RDWR, 0)
@@ -305,7 +287,7 @@ func TestStorageMigration(t *testing.T) {
 			}
 		}
 		if got := fileSHA(t, filepath.Join(a, "vda.img")); got != sum {
-			t.Fatalf("the image after three hops has SHA-256 %s, want %s", got, sum)
+			t.Fatalf("the image after three hops has digest %s, want %s", got, sum)
 		}
 		if names := dirEntries(t, b); len(names) != 0 {
 			t.Fatalf("the stale copies were not removed: %q", names)
@@ -387,12 +369,12 @@ func TestStoragePingpong(t *testing.T) {
 		src.rewrite(t, uint64(n))
 		dir, extra := pingpongDir(n, a, b)
 		dst, st := src.hop(t, dir, extra...)
-		t.Logf("hop %d/%d into %s: downtime %.1f ms, total %.1f ms, %d bytes on the wire (%d for the disk, %d disk rounds), image SHA-256 %.16s",
+		t.Logf("hop %d/%d into %s: downtime %.1f ms, total %.1f ms, %d bytes on the wire (%d for the disk, %d disk rounds), image digest %.16s",
 			n, hops, dir, st.DowntimeMs, st.TotalMs, st.TransferredBytes, st.DiskTransferredBytes, st.DiskRounds, dst.sum)
 		src = dst
 	}
 	src.shutdown(t)
 	if got := fileSHA(t, src.img); got != src.sum {
-		t.Fatalf("the last image changed at shutdown: SHA-256 %s, want %s", got, src.sum)
+		t.Fatalf("the last image changed at shutdown: digest %s, want %s", got, src.sum)
 	}
 }
