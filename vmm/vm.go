@@ -174,6 +174,15 @@ func newVM(cfg Config, incoming *guest.Params) (vm *VM, err error) {
 		return nil, err
 	}
 	if cfg.Incoming {
+		// The control socket is bound now, before the migration's
+		// pause, so that Start only has to serve it; a socket that
+		// cannot be bound refuses the migration before anything moved.
+		if cfg.APISocket != "" {
+			v.api = api.NewServer(v, v.log)
+			if err := v.api.Listen(cfg.APISocket); err != nil {
+				return nil, fmt.Errorf("control API: %w", err)
+			}
+		}
 		return v, nil
 	}
 	if v.guestParam != nil {
@@ -345,11 +354,19 @@ func (v *VM) start() error {
 	v.state = "starting"
 	v.runMu.Unlock()
 	if v.cfg.APISocket != "" {
-		v.api = api.NewServer(v, v.log)
+		bound := v.api != nil // an incoming VM's (see newVM)
+		if !bound {
+			v.api = api.NewServer(v, v.log)
+		}
 		serveErr := make(chan error, 1)
 		go func() { serveErr <- v.api.Serve(v.cfg.APISocket) }()
+		ready := v.api.Ready()
+		if bound {
+			// Serve cannot fail to listen: do not wait for it.
+			ready = closedChan
+		}
 		select {
-		case <-v.api.Ready():
+		case <-ready:
 			go func() {
 				if err := <-serveErr; err != nil {
 					v.requestStop(StopReason{What: "control API failed", Err: err})
@@ -380,6 +397,9 @@ func (v *VM) start() error {
 	}
 	return nil
 }
+
+// closedChan is a closed channel: a wait on it returns at once.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Wait blocks until the started VM stops, or stops it when ctx is
 // cancelled, and returns why it stopped.
@@ -417,6 +437,9 @@ func (v *VM) requestStop(r StopReason) {
 // Close releases every host resource of the VM. It is safe on a partly
 // created VM.
 func (v *VM) Close() error {
+	if v.api != nil {
+		v.api.Close()
+	}
 	errs := []error{v.closeDevices()}
 	for _, c := range v.vcpus {
 		errs = append(errs, c.kvm.Close())

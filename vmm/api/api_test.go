@@ -393,6 +393,61 @@ func TestServerLifecycle(t *testing.T) {
 			if err := s.Serve(""); err == nil {
 				return errors.New("Serve(\"\") succeeded")
 			}
+			if err := s.Listen(""); err == nil {
+				return errors.New("Listen(\"\") succeeded")
+			}
+			return nil
+		}},
+		{"listen, a client waits, serve", func(t *testing.T, s *Server, sock string) error {
+			if err := s.Listen(sock); err != nil {
+				return err
+			}
+			if err := s.Listen(sock); err == nil {
+				return errors.New("second Listen succeeded")
+			}
+			// The client may connect before Serve runs (the socket
+			// is bound): its request is answered either way.
+			infoErr := make(chan error, 1)
+			go func() {
+				_, err := NewClient(sock).Info(context.Background())
+				infoErr <- err
+			}()
+			errc := make(chan error, 1)
+			go func() { errc <- s.Serve(sock) }()
+			if err := <-infoErr; err != nil {
+				return fmt.Errorf("Info: %w", err)
+			}
+			if err := s.Close(); err != nil {
+				return err
+			}
+			if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("socket left after Close: %v", err)
+			}
+			return <-errc
+		}},
+		{"listen, close without serving", func(t *testing.T, s *Server, sock string) error {
+			if err := s.Listen(sock); err != nil {
+				return err
+			}
+			if err := s.Close(); err != nil {
+				return err
+			}
+			if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("socket left after Close: %v", err)
+			}
+			if err := s.Serve(sock); err == nil {
+				return errors.New("Serve after Close succeeded")
+			}
+			return nil
+		}},
+		{"serve another path than listened", func(t *testing.T, s *Server, sock string) error {
+			defer s.Close()
+			if err := s.Listen(sock); err != nil {
+				return err
+			}
+			if err := s.Serve(sock + ".other"); err == nil || !strings.Contains(err.Error(), "after Listen") {
+				return fmt.Errorf("Serve of another path: %v, want an error about Listen", err)
+			}
 			return nil
 		}},
 	}

@@ -69,6 +69,7 @@ type Server struct {
 	mu      sync.Mutex
 	srv     *http.Server
 	ln      *net.UnixListener
+	path    string // the socket ln is bound to
 	closed  bool
 	closeMu sync.Mutex // serialises Close
 }
@@ -90,11 +91,37 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // on its socket.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-// Serve listens on the unix socket socketPath (mode 0600) and serves the API
-// until Close is called, when it returns nil. A stale socket at socketPath
-// (one nobody is listening on) is removed first; any other existing file, or
-// a socket another process is serving, is left alone and is an error. Serve
-// may be called only once.
+// Listen binds the unix socket socketPath as Serve does, without serving
+// it yet: clients that connect wait in the socket's backlog until Serve
+// runs. A VM receiving a migration binds its socket this way before the
+// migration's pause, so that starting it afterwards costs no bind; a
+// socket that cannot be bound fails the migration before anything moved.
+// Close unbinds it, served or not.
+func (s *Server) Listen(socketPath string) error {
+	if socketPath == "" {
+		return errors.New("api: empty socket path")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errServerClosed
+	}
+	if s.ln != nil {
+		return fmt.Errorf("api: already listening on %s", s.path)
+	}
+	ln, err := listenUnix(socketPath)
+	if err != nil {
+		return err
+	}
+	s.ln, s.path = ln, socketPath
+	return nil
+}
+
+// Serve listens on the unix socket socketPath (mode 0600), unless Listen
+// bound it already, and serves the API until Close is called, when it
+// returns nil. A stale socket at socketPath (one nobody is listening on) is
+// removed first; any other existing file, or a socket another process is
+// serving, is left alone and is an error. Serve may be called only once.
 func (s *Server) Serve(socketPath string) error {
 	if socketPath == "" {
 		return errors.New("api: empty socket path")
@@ -108,10 +135,17 @@ func (s *Server) Serve(socketPath string) error {
 		s.mu.Unlock()
 		return errors.New("api: Serve called twice")
 	}
-	ln, err := listenUnix(socketPath)
-	if err != nil {
+	ln := s.ln
+	if ln != nil && s.path != socketPath {
 		s.mu.Unlock()
-		return err
+		return fmt.Errorf("api: Serve(%s) after Listen(%s)", socketPath, s.path)
+	}
+	if ln == nil {
+		var err error
+		if ln, err = listenUnix(socketPath); err != nil {
+			s.mu.Unlock()
+			return err
+		}
 	}
 	srv := &http.Server{
 		Handler:           s.handler,
@@ -121,7 +155,7 @@ func (s *Server) Serve(socketPath string) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.srv, s.ln = srv, ln
+	s.srv, s.ln, s.path = srv, ln, socketPath
 	s.mu.Unlock()
 	close(s.ready)
 	s.log.Info("control API listening", "socket", socketPath)
@@ -143,7 +177,14 @@ func (s *Server) Close() error {
 	s.closed = true
 	srv, ln := s.srv, s.ln
 	s.mu.Unlock()
-	if already || srv == nil {
+	if already {
+		return nil
+	}
+	if srv == nil {
+		// Never served: only a Listen to undo (which unlinks the socket).
+		if ln != nil {
+			ln.Close()
+		}
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
