@@ -546,12 +546,16 @@ func (v *VM) throttleLoop() {
 // guest's own gratuitous ARP). Wait blocks until the VM stops.
 func (v *VM) Start(ctx context.Context) error {
 	// The devices first: the vCPUs may notify them at once.
+	start := time.Now()
 	if err := v.startIncomingDevices(); err != nil {
 		return err
 	}
+	devicesMs, start := msSince(start), time.Now()
 	if err := v.start(); err != nil {
 		return err
 	}
+	vmMs, start := msSince(start), time.Now()
 	v.announceNICs()
+	v.log.Debug("started (ms per part)", "devices", devicesMs, "api_vcpus", vmMs, "announce", msSince(start))
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,6 +205,13 @@ func (c *vcpu) restoreState(st *vcpuState) error {
 		do   func() error
 	}{
 		{"CPUID", func() error {
+			// The vCPU was created with the table the source
+			// announced in its configuration: most often this is the
+			// same one, and setting it again costs an ioctl in the
+			// downtime.
+			if c.cpuid != nil && slices.Equal(c.cpuid.Entries, st.cpuid.Entries) {
+				return nil
+			}
 			if err := c.kvm.SetCPUID2(&st.cpuid); err != nil {
 				return err
 			}
