@@ -71,6 +71,10 @@ type result struct {
 	fromLog    bool   // godwit's statistics came from the source's log
 	detail     string // the full statistics, one line of JSON
 	breakdown  string // godwit's downtime parts, " name=ms ..."
+	// sentMs is the downtime as QEMU measures its own: from the pause to
+	// the last byte of the VM written on the source (godwit: to COMPLETE,
+	// the breakdown's parts before the destination's; QEMU: its downtime).
+	sentMs float64
 }
 
 // variant is one way of migrating the guest.

@@ -121,6 +121,23 @@ type godwitMigration struct {
 var breakdownParts = []string{"pause_ms", "dirty_log_ms", "final_pages_ms", "state_save_ms", "transfer_ms",
 	"dest_restore_ms", "dest_resume_ms", "dest_other_ms", "ack_round_trip_ms"}
 
+// sourceSideParts are the parts of godwit's downtime from the pause to
+// writing COMPLETE: what QEMU's own downtime figure covers (its source
+// stops the VM, sends the rest and the device state, and completes,
+// without waiting for the destination to load or run the VM).
+var sourceSideParts = []string{"pause_ms", "final_sync_ms", "state_save_ms", "transfer_ms"}
+
+// sourceSideMs sums the breakdown's sourceSideParts (0 without one).
+func sourceSideMs(b map[string]any) float64 {
+	var sum float64
+	for _, k := range sourceSideParts {
+		if v, ok := b[k].(float64); ok {
+			sum += v
+		}
+	}
+	return sum
+}
+
 // formatBreakdown renders the parts of a downtime breakdown as
 // " pause_ms=.. dirty_log_ms=.. ...", or "" without one.
 func formatBreakdown(b map[string]any) string {
@@ -230,6 +247,7 @@ func runGodwit(c *config, v variant) (res result, err error) {
 	res.downtimeMs, res.totalMs, res.setupMs = m.Stats.DowntimeMs, m.Stats.TotalMs, m.Stats.SetupMs
 	res.bytes, res.rounds = m.Stats.TransferredBytes, m.Stats.Rounds
 	res.breakdown = formatBreakdown(m.Stats.StopAndCopy)
+	res.sentMs = sourceSideMs(m.Stats.StopAndCopy)
 
 	if err = src.wait(c.stepTimeout); err != nil {
 		return res, fmt.Errorf("source after a completed migration: %w", err)
