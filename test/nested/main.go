@@ -13,7 +13,10 @@
 // Debian kernel package refreshes them. The serial console is streamed to
 // stdout as is; the command exits with the payload's exit code, read from the
 // GODWIT-NESTED-EXIT=<code> marker, or with 124 on timeout and 125 when QEMU
-// fails or no marker was printed. Timings go to stderr at the end.
+// fails or no marker was printed. Timings go to stderr at the end. With
+// --silence, a nested host found wedged is stopped after about 20 s of
+// diagnostics through QEMU's monitor (vCPU registers on stderr, SysRq task
+// and CPU dumps on the console; see wedgeDiagnostics).
 //
 // Inside the nested host, /assets holds the guest kernel and initramfs, and
 // the payload sees GODWIT_KERNEL, GODWIT_INITRD, GODWIT_BIN and GODWIT_NESTED=1.

@@ -50,6 +50,15 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 		"-nographic", "-nic", "none", "-no-reboot",
 		"-kernel", a.vmlinuz, "-initrd", initrd, "-append", cmdline,
 	}
+	// A monitor for the wedge diagnostics. With an explicit -monitor,
+	// -nographic puts the serial console alone on stdio (not
+	// multiplexed with the monitor), as before.
+	sock := filepath.Join(dir, "mon.sock")
+	mon := monitorArgs(sock)
+	if mon == nil {
+		logf("warning: no QEMU monitor (socket path %q too long or has a comma): no diagnostics if the nested host wedges", sock)
+	}
+	args = append(args, mon...)
 	logf("booting: qemu-system-x86_64 %s", strings.Join(args, " "))
 
 	tctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -64,11 +73,13 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 	if err := cmd.Start(); err != nil {
 		return res, err
 	}
-	// A wedged nested host never recovers: stop it at once, so that a
-	// retry gets the time its tests would have spent waiting.
+	// A wedged nested host never recovers: stop it as soon as the
+	// diagnostics (at most about 20 s) are in, so that a retry gets the
+	// time its tests would have spent waiting.
 	stopWatch := make(chan struct{})
-	defer close(stopWatch)
+	watchDone := make(chan struct{})
 	go func() {
+		defer close(watchDone)
 		var tick <-chan time.Time
 		if o.silence > 0 {
 			t := time.NewTicker(o.silence / 16)
@@ -82,6 +93,9 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 				continue
 			case <-con.Wedged():
 				logf("nested host wedged (%s): stopping it", con.Wedge())
+				if mon != nil {
+					wedgeDiagnostics(tctx, sock, con, stopWatch)
+				}
 				cancel()
 			case <-stopWatch:
 			}
@@ -90,6 +104,8 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 	}()
 	runErr := cmd.Wait()
 	end := time.Now()
+	close(stopWatch)
+	<-watchDone
 	res.total = end.Sub(start)
 	if at, ok := con.Started(); ok {
 		res.booted, res.boot = true, at.Sub(start)

@@ -100,3 +100,21 @@ func TestWriteInitrd(t *testing.T) {
 		})
 	}
 }
+
+func TestMonitorArgs(t *testing.T) {
+	long := "/" + strings.Repeat("d", 100) + "/mon.sock"
+	tests := []struct {
+		sock string
+		want []string
+	}{
+		{"/root/.cache/godwit/run-1/mon.sock", []string{"-monitor", "unix:/root/.cache/godwit/run-1/mon.sock,server=on,wait=off"}},
+		{long, nil},
+		{"/tmp/a,b/mon.sock", nil},
+	}
+	for _, tt := range tests {
+		got := monitorArgs(tt.sock)
+		if strings.Join(got, " ") != strings.Join(tt.want, " ") || (got == nil) != (tt.want == nil) {
+			t.Errorf("monitorArgs(%q) = %q, want %q", tt.sock, got, tt.want)
+		}
+	}
+}

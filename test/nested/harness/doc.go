@@ -1,8 +1,9 @@
 // Package harness holds the testable parts of the nested-host harness
 // (go run ./test/nested): a newc cpio writer for initramfs images, the
 // kernel module lists and their dependency order, the /init scripts of the
-// nested host and of the small Linux guest, the console marker protocol and
-// parsers for the output of apt-cache and ldd.
+// nested host and of the small Linux guest, the console marker protocol, a
+// client of QEMU's human monitor (for diagnostics of a wedged nested host)
+// and parsers for the output of apt-cache and ldd.
 //
 // The nested host is a Debian kernel booted under qemu-system-x86_64 -cpu max
 // (TCG), which offers a real /dev/kvm (kvm_amd on emulated SVM); see

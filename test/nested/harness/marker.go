@@ -117,7 +117,7 @@ func (c *Console) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.lastOut = c.now()
-	clean := c.filter(p)
+	clean := c.esc.filter(p)
 	for _, b := range clean {
 		if b != '\n' {
 			if len(c.line) < 64<<10 {
@@ -144,26 +144,27 @@ const (
 )
 
 // filter drops carriage returns and escape sequences: ESC [ params final
-// (CSI) and two-byte ones such as ESC c (terminal reset).
-func (c *Console) filter(p []byte) []byte {
+// (CSI) and two-byte ones such as ESC c (terminal reset). *e carries a
+// sequence cut at the end of p over to the next call.
+func (e *escState) filter(p []byte) []byte {
 	out := make([]byte, 0, len(p))
 	for _, b := range p {
-		switch c.esc {
+		switch *e {
 		case escStart:
-			c.esc = escNone
+			*e = escNone
 			if b == '[' {
-				c.esc = escCSI
+				*e = escCSI
 			}
 			continue
 		case escCSI:
 			if b >= 0x40 && b <= 0x7e {
-				c.esc = escNone
+				*e = escNone
 			}
 			continue
 		}
 		switch b {
 		case 0x1b:
-			c.esc = escStart
+			*e = escStart
 		case '\r':
 		default:
 			out = append(out, b)
@@ -210,6 +211,14 @@ func (c *Console) CheckSilence(limit time.Duration) bool {
 	}
 	c.setWedge(fmt.Sprintf("no console output for %v", quiet.Truncate(time.Second)))
 	return true
+}
+
+// Quiet returns how long ago the console last received bytes (or was
+// made, if it never did).
+func (c *Console) Quiet() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now().Sub(c.lastOut)
 }
 
 // Wedged is closed when the nested host's kernel reports being stuck;

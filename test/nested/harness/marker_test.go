@@ -152,16 +152,20 @@ func TestConsoleSilence(t *testing.T) {
 	for _, step := range []struct {
 		advance time.Duration
 		write   string
+		quiet   time.Duration // want from Quiet
 		want    bool
 	}{
-		{advance: 3 * time.Minute, want: false},
-		{advance: time.Minute, write: "still here\n", want: false},
-		{advance: 3*time.Minute + 59*time.Second, want: false},
-		{advance: 2 * time.Second, want: true},
+		{advance: 3 * time.Minute, quiet: 3 * time.Minute, want: false},
+		{advance: time.Minute, write: "still here\n", quiet: 0, want: false},
+		{advance: 3*time.Minute + 59*time.Second, quiet: 3*time.Minute + 59*time.Second, want: false},
+		{advance: 2 * time.Second, quiet: 4*time.Minute + time.Second, want: true},
 	} {
 		clock = clock.Add(step.advance)
 		if step.write != "" {
 			fmt.Fprint(c, step.write)
+		}
+		if got := c.Quiet(); got != step.quiet {
+			t.Errorf("after %v more (wrote %q): Quiet = %v, want %v", step.advance, step.write, got, step.quiet)
 		}
 		if got := c.CheckSilence(4 * time.Minute); got != step.want {
 			t.Fatalf("after %v more (wrote %q): CheckSilence = %v, want %v", step.advance, step.write, got, step.want)

@@ -85,7 +85,8 @@ func TestInitScripts(t *testing.T) {
 	}{
 		{"host", HostInit(), []string{StartMarker, ExitMarker + "$code", ModulesListPath, PayloadPath, EnvPath,
 			"export GODWIT_KERNEL=" + GuestKernelPath, "export GODWIT_INITRD=" + GuestInitrdPath,
-			"export GODWIT_BIN=" + GodwitBinPath, "ip link set lo up", "poweroff -f"}},
+			"export GODWIT_BIN=" + GodwitBinPath, "ip link set lo up", "poweroff -f",
+			"echo 1 > /proc/sys/kernel/sysrq"}},
 		{"guest", GuestInit([]string{"/lib/modules/x/virtio.ko"}), []string{GuestReadyMarker + " cpus=$(nproc)",
 			"insmod /lib/modules/x/virtio.ko", `godwit\.cmd=`, "reboot -f"}},
 	}

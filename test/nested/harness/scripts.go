@@ -33,7 +33,7 @@ var NestedEnv = map[string]string{
 }
 
 // HostInit returns the nested host's /init: mount the pseudo file systems,
-// load the modules listed in ModulesListPath, bring up loopback, run the
+// enable SysRq, load the modules listed in ModulesListPath, bring up loopback, run the
 // payload, print the exit marker and power off.
 func HostInit() string {
 	var env strings.Builder
@@ -57,6 +57,10 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /tmp
+# All SysRq functions: when the host wedges, the harness presses
+# Alt-SysRq-9/w/l on its PS/2 keyboard (QEMU's monitor) for the blocked
+# tasks and CPU backtraces; Debian's default mask (0x1b6) refuses dumps.
+echo 1 > /proc/sys/kernel/sysrq
 while read -r m; do
 	# kvm.ko tdp_mmu=0 nx_huge_pages=off: with KVM's TDP MMU the test
 	# guest in this host (nested paging emulated by QEMU's TCG) often
