@@ -24,9 +24,13 @@
 #   REPS=2 scripts/bench-devices.sh
 #   DISK_MIB=32 NET_MIB=16 REPS=3 scripts/bench-devices.sh
 #   scripts/bench-devices.sh | tee bench.txt; BENCH_SUMMARY_ONLY=bench.txt scripts/bench-devices.sh
+#   BENCH_PROFILE=1 REPS=1 scripts/bench-devices.sh   # also a CPU profile of
+#       each godwit run (GODWIT_CPUPROFILE), saved as $BIN_DIR/bench-devices-REP.pprof
+#       and summarised with go tool pprof -top
 set -euo pipefail
 # BENCH_SUMMARY_ONLY=FILE: only summarise the saved output of a run.
 summary_only=${BENCH_SUMMARY_ONLY:-}
+BENCH_PROFILE=${BENCH_PROFILE:-0}
 [ -z "$summary_only" ] || summary_only=$(cd "$(dirname "$summary_only")" && pwd)/$(basename "$summary_only")
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -162,6 +166,27 @@ guest_cmd() {
 		" echo BENCH-G-NET-READY; wait; echo BENCH-G-NET-DONE"
 }
 
+# KVM's own counters (debugfs; summed over the VMs alive, and one runs at
+# a time) around each test, to compare how the two VMMs make the guest
+# exit: BENCH-KVM VMM REP METRIC name=delta ... (exits, I/O and MMIO
+# exits, halts, interrupt injections...).
+KVMDBG=/sys/kernel/debug/kvm
+[ -d "$KVMDBG" ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+kvm_snap() {
+	for f in exits io_exits mmio_exits irq_exits halt_exits halt_wakeup irq_injections signal_exits request_irq_exits irq_window_exits insn_emulation; do
+		[ -r "$KVMDBG/$f" ] && printf '%s=%s ' "$f" "$(cat "$KVMDBG/$f")"
+	done
+}
+# kvm_delta VMM REP METRIC BEFORE AFTER: print the counters' growth.
+kvm_delta() {
+	[ -n "$4" ] && [ -n "$5" ] || return 0
+	awk -v head="BENCH-KVM $1 $2 $3" -v a="$4" -v b="$5" 'BEGIN {
+		n = split(a, x, " "); for (i = 1; i <= n; i++) { split(x[i], kv, "="); before[kv[1]] = kv[2] }
+		line = head; n = split(b, y, " ")
+		for (i = 1; i <= n; i++) { split(y[i], kv, "="); line = line " " kv[1] "=" kv[2] - before[kv[1]] }
+		print line }' </dev/null
+}
+
 # net_tests VMM REP: host->guest, then guest->host, each timed here from
 # connect to the end of the transfer. Host->guest: the host sends zeros
 # without end; the guest closes once it has read BLOCKS blocks, and the
@@ -169,11 +194,15 @@ guest_cmd() {
 # result waits for the guest's record count (BENCH-G-RX), read later from
 # the console. Guest->host: the host reads until the guest closes.
 net_tests() {
+	k0=$(kvm_snap)
+	kvm_delta "$1" "$2" disk "$disk_k0" "$k0"
 	a=$(now)
 	timeout "$NET_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_H2G" \
 		-e busybox dd if=/dev/zero bs=65536 >/dev/null 2>&1
 	[ "$?" != 124 ] || stalled "$1" host_to_guest
 	h2g_secs=$(secs "$a" "$(now)")
+	k1=$(kvm_snap)
+	kvm_delta "$1" "$2" net_host_to_guest "$k0" "$k1"
 	a=$(now)
 	timeout "$NET_TIMEOUT" busybox nc "$GUEST_IP" "$PORT_G2H" \
 		-e busybox dd of=/dev/null bs=65536 iflag=fullblock 2>"$WORK/g2h"
@@ -184,6 +213,7 @@ net_tests() {
 	[ "$got" = "$BLOCKS+0" ] && ok=1
 	[ "$rc" != 124 ] || stalled "$1" "guest_to_host (records in: ${got:-none})"
 	result "$1" "$2" net_guest_to_host "$ok" $((BLOCKS * 65536)) "$(secs "$a" "$b")"
+	kvm_delta "$1" "$2" net_guest_to_host "$k1" "$(kvm_snap)"
 }
 
 # stalled VMM WHAT: a transfer hit NET_TIMEOUT; for godwit, print the
@@ -204,11 +234,14 @@ disk_result() {
 # read_console VMM REP: read the guest's console, run the host side when
 # the guest is ready, print the results.
 read_console() {
-	h2g_secs=0 h2g=none
+	h2g_secs=0 h2g=none disk_k0=
 	while IFS= read -r line; do
 		line=${line%"$CR"}
 		case $line in
-		*BENCH-G-INFO*) echo "BENCH-INFO $1 $2 ${line#*BENCH-G-INFO }" ;;
+		*BENCH-G-INFO*)
+			echo "BENCH-INFO $1 $2 ${line#*BENCH-G-INFO }"
+			disk_k0=$(kvm_snap)
+			;;
 		*BENCH-G-NODIRECT*) echo "BENCH-INFO $1 $2 O_DIRECT refused: buffered dd, fsync, drop_caches" ;;
 		*"BENCH-G disk_"*)
 			# shellcheck disable=SC2086 # split "METRIC RC T0 T1"
@@ -251,6 +284,14 @@ run_vm() {
 	if [ "$rc" != 0 ]; then
 		tail -n 20 "$WORK/stderr" | sed "s/^/  $name stderr| /"
 	fi
+	# The CPU profile (BENCH_PROFILE=1) goes out through the console.
+	for p in "$WORK"/prof.*; do
+		[ -f "$p" ] || continue
+		echo "BENCH-PROFILE-BEGIN $name $rep"
+		base64 "$p" 2>/dev/null || busybox base64 "$p"
+		echo "BENCH-PROFILE-END"
+		rm -f "$p"
+	done
 }
 
 [ "$(id -u)" = 0 ] || { echo "bench-devices: needs root (taps, bridge)"; exit 1; }
@@ -261,7 +302,9 @@ GCMD="$CMDLINE godwit.cmd=\"$(guest_cmd)\""
 echo "BENCH-CONFIG disk_mib=$DISK_MIB net_mib=$NET_MIB reps=$REPS cmdline_bytes=${#GCMD}"
 i=1
 while [ "$i" -le "$REPS" ]; do
-	run_vm godwit "$i" "$GODWIT" run --kernel "$GODWIT_KERNEL" --initrd "$GODWIT_INITRD" \
+	profile=
+	[ "${BENCH_PROFILE:-0}" = 1 ] && profile=GODWIT_CPUPROFILE=$WORK/prof
+	run_vm godwit "$i" env $profile "$GODWIT" run --kernel "$GODWIT_KERNEL" --initrd "$GODWIT_INITRD" \
 		--mem 256M --cpus 2 --serial stdio --cmdline "$GCMD" --api-sock "$WORK/api.sock" \
 		--disk "path=$IMG" --net "tap=$TAP,mac=$MAC"
 	run_vm qemu "$i" "$QEMU" -enable-kvm -cpu host -smp 2 -m 256 -nographic -nic none -no-reboot \
@@ -279,14 +322,30 @@ trap 'rm -f "$out"' EXIT
 status=0
 if use_direct_kvm && command -v qemu-system-x86_64 >/dev/null; then
 	eval "$("$BIN_DIR/nested" --print-env)"
-	export GODWIT_KERNEL GODWIT_INITRD REPS DISK_MIB NET_MIB CMDLINE VM_TIMEOUT NET_TIMEOUT
+	export GODWIT_KERNEL GODWIT_INITRD REPS DISK_MIB NET_MIB CMDLINE VM_TIMEOUT NET_TIMEOUT BENCH_PROFILE
 	GODWIT="$ABS_BIN/godwit" sh -c "$payload" | tee "$out" || status=$?
 else
 	# A run is about a minute of boot plus the transfers under TCG.
 	"$BIN_DIR/nested" --with-qemu --silence 5m --timeout "$((10 + REPS * 8))m" --add "$BIN_DIR/godwit:/bin/godwit" \
 		--env "REPS=$REPS" --env "DISK_MIB=$DISK_MIB" --env "NET_MIB=$NET_MIB" \
 		--env "CMDLINE=$CMDLINE" --env "VM_TIMEOUT=$VM_TIMEOUT" --env "NET_TIMEOUT=$NET_TIMEOUT" \
+		--env "BENCH_PROFILE=$BENCH_PROFILE" \
 		--run "$payload" | tee "$out" || status=$?
+fi
+if [[ $BENCH_PROFILE == 1 ]]; then
+	step "godwit CPU profiles"
+	# BENCH-PROFILE-BEGIN NAME REP, base64 lines, BENCH-PROFILE-END.
+	tr -d '\r' <"$out" | awk -v dir="$BIN_DIR" '
+		/^BENCH-PROFILE-BEGIN / { f = dir "/bench-devices-" $3 ".b64"; printf "" > f; next }
+		/^BENCH-PROFILE-END/ { close(f); f = ""; next }
+		f != "" { print >> f }'
+	for b in "$BIN_DIR"/bench-devices-*.b64; do
+		[[ -f $b ]] || continue
+		pprof=${b%.b64}.pprof
+		base64 -d "$b" >"$pprof" && rm -f "$b"
+		echo "$pprof:"
+		go tool pprof -top -nodecount=40 "$BIN_DIR/godwit" "$pprof" 2>/dev/null | sed 's/^/  /' || warn "cannot read $pprof"
+	done
 fi
 step "device I/O benchmark results"
 summary "$out" || status=1
