@@ -19,7 +19,10 @@
 #               fdatasync of the received image: free on the nested
 #               host's tmpfs, not on a disk); ratio of medians over REPS
 #               runs each, alternating (goal >= 0.8). The guest runs
-#               during round 0 and takes a CPU; the raw copy runs alone.
+#               during round 0 and takes a CPU; so does the same guest
+#               during the raw copy (a VM started for it on the same
+#               image and stopped after), so that both copies share the
+#               host with one running guest.
 #   downtime    the sparse image's guest migrated REPS times with
 #               --include-storage and REPS times without (the receiver
 #               opens the same image: shared storage), alternating; ratio
@@ -183,9 +186,21 @@ migrate_run() {
 	return "$rc"
 }
 
-# raw_copy REP: copy $RAND over loopback TCP into a file; prints its
-# BENCH-STORAGE line and sets RAW_SECS.
+# raw_copy REP: copy $RAND over loopback TCP into a file while the test
+# guest runs (as it does during godwit's copy); prints its BENCH-STORAGE
+# line and sets RAW_SECS.
 raw_copy() {
+	start_vm raw-vm "$RAND" || { fail "raw copy $1: the guest did not start"; return 1; }
+	raw_vm=$VM_PID
+	raw_copy_alone "$1"
+	rc=$?
+	"$GODWIT" ctl --api-sock "$WORK/raw-vm.sock" shutdown >/dev/null 2>&1
+	wait_gone "$raw_vm" >/dev/null
+	return "$rc"
+}
+
+# raw_copy_alone REP: the copy of raw_copy.
+raw_copy_alone() {
 	out=$WORK/raw.out
 	rm -f "$out"
 	busybox nc -l -p "$RAW_PORT" -e busybox dd of="$out" bs=1048576 iflag=fullblock 2>"$WORK/raw.err" &
