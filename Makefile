@@ -12,7 +12,7 @@ all: build
 build:
 	mkdir -p bin
 	go build -o bin/godwit ./cmd/godwit
-	go build -o bin/nested ./test/nested
+	CGO_ENABLED=0 go build -o bin/nested ./test/nested
 
 ## test: gofmt, vet, unit tests, then integration tests (/dev/kvm or nested host)
 test:

@@ -26,7 +26,7 @@ print_timings() {
 build_harness() {
 	mkdir -p "$BIN_DIR"
 	ABS_BIN=$(cd "$BIN_DIR" && pwd)
-	go build -o "$BIN_DIR/nested" ./test/nested
+	CGO_ENABLED=0 go build -o "$BIN_DIR/nested" ./test/nested
 }
 
 # use_direct_kvm succeeds when tests can use this machine's /dev/kvm

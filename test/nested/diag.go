@@ -10,7 +10,7 @@ import (
 )
 
 // Bounds of the wedge diagnostics, which delay stopping a wedged nested
-// host by at most their sum (about 20 s).
+// host by at most their sum (about 30 s).
 const (
 	// diagMonitorTime bounds all monitor work together: connecting, the
 	// register dump and the SysRq keys. A QEMU whose main loop is stuck
@@ -21,6 +21,8 @@ const (
 	// diagConsoleQuiet ends that wait early: this long without console
 	// output means the kernel has printed what it will.
 	diagConsoleQuiet = 2 * time.Second
+	// diagNMITime bounds the monitor's answer to the NMI command.
+	diagNMITime = 2 * time.Second
 	// diagRegisterLines bounds the register lines logged.
 	diagRegisterLines = 40
 )
@@ -50,7 +52,10 @@ func monitorArgs(sock string) []string {
 // keys on the emulated PS/2 keyboard, so that the nested kernel prints its
 // blocked tasks and CPU backtraces on the serial console, which con
 // passes on; it waits for that output until con has been quiet for
-// diagConsoleQuiet, at most diagConsoleMax. Under multi-threaded TCG the
+// diagConsoleQuiet, at most diagConsoleMax; then an NMI, which makes the
+// kernel panic with a backtrace even on CPUs spinning with interrupts off
+// (the host's /init sets kernel.unknown_nmi_panic), and the same wait for
+// its output. Under multi-threaded TCG the
 // registers are the ones a vCPU thread last stored, not an instant's.
 // Every failure is logged and ends the diagnostics; they also end when
 // ctx is done or exited is closed (QEMU is gone).
@@ -66,8 +71,9 @@ func wedgeDiagnostics(ctx context.Context, sock string, con *harness.Console, ex
 		return
 	}
 	defer conn.Close()
-	// Unblock a pending read at once when the run ends.
-	defer context.AfterFunc(mctx, func() { conn.Close() })()
+	// Unblock a pending read at once when the run ends (not at mctx's
+	// deadline: the NMI comes after the console wait, past it).
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	m, err := harness.NewMonitor(conn, deadline)
 	if err != nil {
 		logf("wedge diagnostics: %v", err)
@@ -93,21 +99,42 @@ func wedgeDiagnostics(ctx context.Context, sock string, con *harness.Console, ex
 		}
 	}
 	logf("wedge diagnostics: sent SysRq 9, w, l (blocked tasks, CPU backtraces): reading the console for up to %v", diagConsoleMax)
+	if !waitConsole(ctx, con, exited) {
+		return
+	}
+	// A host whose CPUs spin with interrupts off never sees the SysRq
+	// keys (CI's wedges showed both vCPUs in the kernel with IF clear and
+	// no SysRq output). An NMI gets through: the host's /init sets
+	// kernel.unknown_nmi_panic, so the kernel panics with the interrupted
+	// CPU's backtrace. The host is about to be stopped anyway.
+	if out, err := m.Command("nmi", time.Now().Add(diagNMITime)); err != nil || out != "" {
+		logf("wedge diagnostics: nmi: %v%s", err, out)
+		return
+	}
+	logf("wedge diagnostics: sent an NMI (the host panics with a backtrace): reading the console for up to %v", diagConsoleMax)
+	if waitConsole(ctx, con, exited) {
+		logf("wedge diagnostics: done in %v", time.Since(start).Round(100*time.Millisecond))
+	}
+}
+
+// waitConsole waits until con has been quiet for diagConsoleQuiet, at
+// most diagConsoleMax. It returns false when ctx is done or exited is
+// closed (QEMU is gone) first.
+func waitConsole(ctx context.Context, con *harness.Console, exited <-chan struct{}) bool {
 	sent := time.Now()
 	tick := time.NewTicker(diagConsoleQuiet / 8)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-exited:
-			return
+			return false
 		case <-tick.C:
 		}
 		since := time.Since(sent)
 		if since >= diagConsoleMax || since >= diagConsoleQuiet && con.Quiet() >= diagConsoleQuiet {
-			logf("wedge diagnostics: done in %v", time.Since(start).Round(100*time.Millisecond))
-			return
+			return true
 		}
 	}
 }

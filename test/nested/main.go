@@ -61,6 +61,7 @@ type options struct {
 	cache    string
 	appendK  string
 	kvmCheck bool
+	keepKVM  bool
 	tcg      string
 }
 
@@ -87,6 +88,7 @@ func realMain() int {
 	fs.StringVar(&o.cache, "cache", defaultCache(), "asset cache `dir` (env GODWIT_CACHE)")
 	fs.StringVar(&o.appendK, "append", "", "extra nested host kernel command line arguments")
 	fs.StringVar(&o.tcg, "tcg-thread", "multi", "QEMU TCG threading, `multi` (one host thread per vCPU) or single (env GODWIT_NESTED_TCG)")
+	fs.BoolVar(&o.keepKVM, "keep-kvm", false, "inside the nested host (its /init runs it): hold a KVM VM until power-off (see keepKVM)")
 	fs.BoolVar(&o.kvmCheck, "kvm-check", false, "exit 0 if this machine's /dev/kvm can run the tests directly, 1 if the nested host is needed (GODWIT_NESTED=1 forces 1, =0 forces 0)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -100,6 +102,9 @@ func realMain() int {
 	}
 	if o.kvmCheck {
 		return kvmCheck()
+	}
+	if o.keepKVM {
+		return keepKVM()
 	}
 	if fs.NArg() > 0 {
 		logf("unexpected arguments %q (quote the --run command)", fs.Args())

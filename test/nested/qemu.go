@@ -174,6 +174,17 @@ func writeInitrd(dst string, o *options, parts ...string) error {
 	if err := w.Bytes(harness.EnvPath, 0o644, []byte(env.String())); err != nil {
 		return err
 	}
+	// The harness itself, for /init's --keep-kvm (only a static build
+	// runs in the nested host, which has no libc without --with-qemu).
+	if self, err := os.Executable(); err == nil {
+		if b, err := os.ReadFile(self); err == nil && (checkStatic(b) == nil || o.withQemu) {
+			if err := w.Bytes(harness.KeeperPath, 0o755, b); err != nil {
+				return err
+			}
+		} else {
+			logf("warning: %s is not a static binary (build it with CGO_ENABLED=0): the nested host holds no KVM VM between tests", self)
+		}
+	}
 	for _, spec := range o.adds {
 		host, guest, ok := strings.Cut(spec, ":")
 		if !ok || host == "" || !strings.HasPrefix(guest, "/") {

@@ -14,6 +14,9 @@ const (
 	GuestKernelPath = AssetsDir + "/vmlinuz"
 	// GuestInitrdPath is the guest initramfs inside the nested host.
 	GuestInitrdPath = AssetsDir + "/guest-initrd.gz"
+	// KeeperPath is the harness's own binary in the nested host, which
+	// /init starts with --keep-kvm (when it is there and static).
+	KeeperPath = "/bin/godwit-nested"
 	// GodwitBinPath is where tests expect the godwit binary.
 	GodwitBinPath = "/bin/godwit"
 	// PayloadPath is the shell script /init runs.
@@ -61,6 +64,10 @@ mount -t tmpfs tmpfs /tmp
 # Alt-SysRq-9/w/l on its PS/2 keyboard (QEMU's monitor) for the blocked
 # tasks and CPU backtraces; Debian's default mask (0x1b6) refuses dumps.
 echo 1 > /proc/sys/kernel/sysrq
+# An NMI nobody claims panics with a backtrace: the harness's last
+# diagnostic for a host whose CPUs spin with interrupts off, which SysRq
+# cannot reach.
+echo 1 > /proc/sys/kernel/unknown_nmi_panic
 while read -r m; do
 	# kvm.ko tdp_mmu=0 nx_huge_pages=off: with KVM's TDP MMU the test
 	# guest in this host (nested paging emulated by QEMU's TCG) often
@@ -107,6 +114,10 @@ echo 3600000 > /sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millise
 ip link set lo up
 [ -c /dev/kvm ] || echo "godwit-nested: warning: no /dev/kvm"
 ` + env.String() + `[ -f ` + EnvPath + ` ] && . ` + EnvPath + `
+# A KVM VM held for the whole run: the tests' VMs then never move KVM's
+# static keys, whose code patching hung the host under TCG (see keepKVM
+# in test/nested).
+[ -c /dev/kvm ] && [ -x ` + KeeperPath + ` ] && ` + KeeperPath + ` --keep-kvm </dev/null &
 cd /tmp
 echo "` + StartMarker + ` kernel=$(uname -r) cpus=$(nproc)"
 sh ` + PayloadPath + ` </dev/null
