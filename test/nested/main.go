@@ -63,6 +63,7 @@ type options struct {
 	kvmCheck bool
 	keepKVM  bool
 	tcg      string
+	self     string // this binary, copied into the nested host for --keep-kvm ("": not copied)
 }
 
 func main() {
@@ -115,6 +116,9 @@ func realMain() int {
 		return 2
 	}
 
+	if self, err := os.Executable(); err == nil {
+		o.self = self
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -176,13 +176,13 @@ func writeInitrd(dst string, o *options, parts ...string) error {
 	}
 	// The harness itself, for /init's --keep-kvm (only a static build
 	// runs in the nested host, which has no libc without --with-qemu).
-	if self, err := os.Executable(); err == nil {
-		if b, err := os.ReadFile(self); err == nil && (checkStatic(b) == nil || o.withQemu) {
+	if o.self != "" {
+		if b, err := os.ReadFile(o.self); err == nil && (checkStatic(b) == nil || o.withQemu) {
 			if err := w.Bytes(harness.KeeperPath, 0o755, b); err != nil {
 				return err
 			}
 		} else {
-			logf("warning: %s is not a static binary (build it with CGO_ENABLED=0): the nested host holds no KVM VM between tests", self)
+			logf("warning: %s is not a static binary (build it with CGO_ENABLED=0): the nested host holds no KVM VM between tests", o.self)
 		}
 	}
 	for _, spec := range o.adds {
