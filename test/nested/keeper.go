@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"godwit/vmm/kvm"
 )
@@ -24,11 +25,10 @@ import (
 // ever changes after the first test. The held vCPU never runs; its LAPIC
 // stays disabled, which keeps both APIC keys counted.
 //
-// It did not end the wedges: the CI run of the commit that added it
-// wedged three times, once again with a CPU looping through asm_exc_int3
-// at the same site of finish_task_switch, so something else patches that
-// code too, or the breakpoint is stale (open; see docs/testing.md). It
-// stays because those VM transitions patch hot code for nothing.
+// Until 2026-11-28 (session 7) the keeper died the moment it started
+// (Go's deadlock detector, see below), so the CI runs that "still wedged
+// with it" never had it: whether it ends the wedges is open again (see
+// docs/testing.md). /init now warns when the keeper is gone at the end.
 func keepKVM() int {
 	sys, err := kvm.Open()
 	if err == nil {
@@ -44,5 +44,11 @@ func keepKVM() int {
 		return 1
 	}
 	fmt.Fprintln(os.Stderr, "godwit-nested: holding a KVM VM for the whole run (see keepKVM)")
-	select {} // until the host powers off
+	// Until the host powers off. Not `select {}`: with no other
+	// goroutine, Go's runtime calls that a deadlock and kills the
+	// process at once (which is what every run before this fix did, so
+	// the keeper never held its VM); a pending timer is not a deadlock.
+	for {
+		time.Sleep(time.Hour)
+	}
 }

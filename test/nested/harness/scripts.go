@@ -117,11 +117,17 @@ ip link set lo up
 # A KVM VM held for the whole run: the tests' VMs then never move KVM's
 # static keys, whose code patching hung the host under TCG (see keepKVM
 # in test/nested).
-[ -c /dev/kvm ] && [ -x ` + KeeperPath + ` ] && ` + KeeperPath + ` --keep-kvm </dev/null &
+keeper=
+if [ -c /dev/kvm ] && [ -x ` + KeeperPath + ` ]; then
+	` + KeeperPath + ` --keep-kvm </dev/null &
+	keeper=$!
+fi
 cd /tmp
 echo "` + StartMarker + ` kernel=$(uname -r) cpus=$(nproc)"
 sh ` + PayloadPath + ` </dev/null
 code=$?
+[ -z "$keeper" ] || kill -0 "$keeper" 2>/dev/null ||
+	echo "godwit-nested: warning: the KVM keeper (--keep-kvm) exited during the run"
 echo "` + ExitMarker + `$code"
 sync
 poweroff -f
