@@ -62,18 +62,7 @@ func TestRefusedCredentialsKeepSource(t *testing.T) {
 
 	// The right key moves the VM: the refusals above were the
 	// credentials', not a source unable to migrate.
-	dst, listen, dstSock := startReceiver(t, "dst", "--psk-file", rightKey)
-	if _, err := migrateVM(t, sock, listen, "--psk-file", rightKey); err != nil {
-		t.Fatalf("migration with the right key: %v", err)
-	}
-	if err := src.wait(); err != nil {
-		t.Fatalf("source after migrating: %v", err)
-	}
-	dst.waitLine(func(l string) bool { n, ok := heartbeatPass(l); return ok && n > lastPass }, "heartbeat on the destination, continuing the count")
-	ctl(t, dstSock, "shutdown")
-	if err := dst.wait(); err != nil {
-		t.Fatalf("destination exit: %v", err)
-	}
+	migrateOnward(t, src, sock, lastPass, []string{"--psk-file", rightKey}, "--psk-file", rightKey)
 }
 
 // testCA is a certificate authority made up for one test: its PEM

@@ -50,9 +50,19 @@ func TestFailedMigrationKeepsSource(t *testing.T) {
 	last := src.waitLine(func(l string) bool { _, ok := heartbeatPass(l); return ok }, "heartbeat after the failed migration")
 	lastPass, _ := heartbeatPass(last)
 
-	dst, listen, dstSock := startReceiver(t, "dst")
-	if _, err := migrateVM(t, sock, listen); err != nil {
-		t.Fatalf("second migration: %v", err)
+	migrateOnward(t, src, sock, lastPass, nil)
+}
+
+// migrateOnward migrates the test guest of src (API socket sock, last
+// heartbeat seen lastPass) to a new local receiver started with
+// receiveArgs, `godwit migrate` getting migrateArgs: the migration must
+// succeed, the source exit cleanly and the destination's guest go on
+// counting past lastPass; then the destination is shut down.
+func migrateOnward(t *testing.T, src *vmProcess, sock string, lastPass uint64, receiveArgs []string, migrateArgs ...string) {
+	t.Helper()
+	dst, listen, dstSock := startReceiver(t, "dst", receiveArgs...)
+	if _, err := migrateVM(t, sock, listen, migrateArgs...); err != nil {
+		t.Fatalf("migration after the failed ones: %v", err)
 	}
 	if err := src.wait(); err != nil {
 		t.Fatalf("source after migrating: %v", err)
