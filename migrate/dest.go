@@ -350,10 +350,7 @@ func (r *receiver) readHello(p []byte) error {
 	if err != nil {
 		return err
 	}
-	if h.version > ProtocolVersion {
-		return r.refuse(fmt.Errorf("protocol version %d not supported (this side speaks %d)", h.version, ProtocolVersion))
-	}
-	if h.version < MinProtocolVersion {
+	if h.version > ProtocolVersion || h.version < MinProtocolVersion {
 		return r.refuse(fmt.Errorf("protocol version %d not supported (this side speaks %d to %d)", h.version, MinProtocolVersion, ProtocolVersion))
 	}
 	if h.pageSize != memory.PageSize {

@@ -287,7 +287,7 @@ func (e *batchEncoder) appendDiskFrame(dst []byte, disk SourceDisk, size uint64,
 		}
 		word &^= (1<<uint(k) - 1) << uint(i)
 	}
-	return finishFrame(dst, start, frameDiskBatch, 0), c, nil
+	return finishFrame(dst, start, frameDiskBatch, e.flags), c, nil
 }
 
 // appendDiskRun appends the records of the k (at most diskBatchBlocks)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -485,12 +486,12 @@ func TestReceiveStorage(t *testing.T) {
 				s := storageStream(&stream{}, ram, size).begin(0)
 				return s.frame(frameDiskBatch, 0, diskPayload(0, 21, 1, []byte{1}, []byte{1}))
 			}},
-		{name: "future version", wantErr: "protocol version 4 not supported (this side speaks 3)", refused: true,
+		{name: "future version", wantErr: "protocol version 5 not supported (this side speaks 2 to 4)", refused: true,
 			stream: func() *stream {
-				h := hello{version: 4, pageSize: pageSize, config: []byte("ok"), regions: ram}
-				return (&stream{}).frame(frameHello, 0, append(h.append(nil), "what version 4 adds"...))
+				h := hello{version: 5, pageSize: pageSize, config: []byte("ok"), regions: ram}
+				return (&stream{}).frame(frameHello, 0, append(h.append(nil), "what version 5 adds"...))
 			}},
-		{name: "old version", wantErr: "protocol version 1 not supported (this side speaks 2 to 3)", refused: true,
+		{name: "old version", wantErr: "protocol version 1 not supported (this side speaks 2 to 4)", refused: true,
 			stream: func() *stream {
 				h := hello{version: 1, pageSize: pageSize, config: []byte("ok"), regions: ram}
 				return (&stream{}).frame(frameHello, 0, h.append(nil))
@@ -541,20 +542,20 @@ type storageSource struct {
 func (v *storageSource) SourceDisks() []SourceDisk { return v.disks }
 
 // TestSendStorageHandshake checks what the source says first: HELLO of
-// version 2 alone without storage (a receiver from before storage
-// migration takes it), HELLO of version 3 and STORAGE with it; and how it
-// reports an old receiver's refusal of version 3.
+// ProtocolVersion and STORAGE, naming the disks with storage and none
+// (flags 0) without; and how it reports an old receiver's refusal of the
+// version.
 func TestSendStorageHandshake(t *testing.T) {
 	disk := sampleDisk(3*DiskBlockSize+512, 1)
 	sources := []struct {
 		name     string
 		vm       Source
-		version  uint32
-		storage  bool
+		flags    uint32
+		disks    int
 		wantSize uint64
 	}{
-		{"without storage", &idleSource{mem: sourceRAM(t)}, 2, false, 0},
-		{"with storage", &storageSource{idleSource: idleSource{mem: sourceRAM(t)}, disks: []SourceDisk{disk}}, 3, true, disk.Size()},
+		{"without storage", &idleSource{mem: sourceRAM(t)}, 0, 0, 0},
+		{"with storage", &storageSource{idleSource: idleSource{mem: sourceRAM(t)}, disks: []SourceDisk{disk}}, storageFlagIncluded, 1, disk.Size()},
 	}
 	for _, src := range sources {
 		t.Run(src.name, func(t *testing.T) {
@@ -569,16 +570,19 @@ func TestSendStorageHandshake(t *testing.T) {
 					return
 				}
 				h, _ := parseHello(f.payload)
-				reason := "protocol version 3 not supported (this side speaks 2)"
-				if h.version != 3 {
-					reason = "seen version 2"
+				reason := fmt.Sprintf("protocol version %d not supported (this side speaks 3)", h.version)
+				if h.version != ProtocolVersion {
+					reason = fmt.Sprintf("HELLO of version %d", h.version)
 				}
-				if h.version == 3 {
-					f, err := fr.next()
-					st, perr := parseStorage(f.payload)
-					if err != nil || f.typ != frameStorage || perr != nil || len(st.disks) != 1 || st.disks[0].size != src.wantSize {
-						reason = "bad STORAGE"
-					}
+				f, err = fr.next()
+				st, perr := parseStorage(f.payload)
+				switch {
+				case err != nil || f.typ != frameStorage || perr != nil:
+					reason = "no STORAGE"
+				case st.flags != src.flags || len(st.disks) != src.disks:
+					reason = fmt.Sprintf("STORAGE flags %d with %d disks", st.flags, len(st.disks))
+				case src.disks == 1 && st.disks[0].size != src.wantSize:
+					reason = fmt.Sprintf("STORAGE disk size %d", st.disks[0].size)
 				}
 				b.Write(appendFrame(nil, frameRefuse, 0, []byte(reason)))
 			}()
@@ -586,10 +590,7 @@ func TestSendStorageHandshake(t *testing.T) {
 			if !errors.Is(err, ErrRefused) {
 				t.Fatalf("Send: %v", err)
 			}
-			switch {
-			case !src.storage && !strings.Contains(err.Error(), "seen version 2"):
-				t.Fatalf("without storage: %v", err)
-			case src.storage && !strings.Contains(err.Error(), "moving the disks needs protocol version 3"):
+			if !strings.Contains(err.Error(), "not supported (this side speaks 3) (this source speaks protocol version 4: the destination's godwit is older") {
 				t.Fatalf("an old receiver's refusal is not explained: %v", err)
 			}
 		})

@@ -14,6 +14,7 @@ func FuzzFrame(f *testing.F) {
 	f.Add(appendFrame(nil, frameError, 0, []byte("reason")))
 	f.Add(appendFrame(nil, frameResumed, 0, resumed{restoreNs: 3, startNs: 1, version: TimingsVersion, handleNs: 5}.append(nil)))
 	f.Add([]byte{5, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Add(appendFrame(nil, framePageBatch, flagXXH64, make([]byte, batchHeader)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr := newFrameReader(bytes.NewReader(data))
 		var off uint64

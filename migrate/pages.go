@@ -105,6 +105,7 @@ type batch struct {
 // snapshot buffer, so use one per goroutine.
 type batchEncoder struct {
 	comp    Compression
+	flags   uint16 // frame flags: flagXXH64 or 0 (CRC-32C trailers)
 	lz      lz4.Compressor
 	scratch [pageSize]byte
 	disk    diskEncoder // DISK_BATCH state (disks.go)
@@ -229,7 +230,7 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 			c.normal++
 		}
 	}
-	return finishFrame(dst, start, framePageBatch, 0), c
+	return finishFrame(dst, start, framePageBatch, e.flags), c
 }
 
 // batchSink is where decoded pages go: the destination's RAM, the record

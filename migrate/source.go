@@ -106,7 +106,7 @@ type sender struct {
 	bufs    chan []byte
 	stats   Stats
 	hist    History
-	version uint32 // 3 with storage, else 2
+	version uint32 // ProtocolVersion
 
 	disks     []SourceDisk // storage migration: the disks, else nil
 	diskSizes []uint64
@@ -197,7 +197,7 @@ func (s *sender) run() error {
 	if len(s.regions) > MaxRegions {
 		return fmt.Errorf("VM has %d memory regions, the protocol allows %d", len(s.regions), MaxRegions)
 	}
-	s.version = MinProtocolVersion
+	s.version = ProtocolVersion
 	if ss, ok := s.vm.(StorageSource); ok {
 		if err := s.initStorage(ss.SourceDisks()); err != nil {
 			return err
@@ -241,7 +241,7 @@ func (s *sender) run() error {
 	s.encs = make([]*batchEncoder, s.opts.Workers)
 	s.bufs = make(chan []byte, s.opts.Workers+1)
 	for i := range s.encs {
-		s.encs[i] = &batchEncoder{comp: s.opts.Compression}
+		s.encs[i] = &batchEncoder{comp: s.opts.Compression, flags: flagXXH64}
 	}
 	for range s.opts.Workers + 1 {
 		s.bufs <- nil
@@ -345,13 +345,11 @@ func (s *sender) record(r RoundRecord) {
 }
 
 // initStorage checks the disks of a storage migration against the
-// protocol's bounds and prepares their bitmaps: the migration speaks
-// protocol version 3.
+// protocol's bounds and prepares their bitmaps.
 func (s *sender) initStorage(disks []SourceDisk) error {
 	if len(disks) > MaxDisks {
 		return fmt.Errorf("VM has %d disks, the protocol allows %d", len(disks), MaxDisks)
 	}
-	s.version = 3
 	s.disks = disks
 	s.stats.Storage = true
 	for i, d := range disks {
@@ -366,8 +364,8 @@ func (s *sender) initStorage(disks []SourceDisk) error {
 	return nil
 }
 
-// handshake sends HELLO (and STORAGE, in a storage migration) and waits
-// for ACCEPT.
+// handshake sends HELLO and STORAGE (which says whether disks move) and
+// waits for ACCEPT.
 func (s *sender) handshake(cfg []byte) error {
 	h := hello{version: s.version, pageSize: memory.PageSize, config: cfg}
 	for _, r := range s.regions {
@@ -375,7 +373,10 @@ func (s *sender) handshake(cfg []byte) error {
 	}
 	msg := appendFrame(nil, frameHello, 0, h.append(nil))
 	if s.version >= 3 {
-		st := storageInfo{flags: storageFlagIncluded}
+		st := storageInfo{}
+		if s.stats.Storage {
+			st.flags = storageFlagIncluded
+		}
 		for _, size := range s.diskSizes {
 			st.disks = append(st.disks, diskDesc{size: size, blockSize: DiskBlockSize})
 		}
@@ -393,8 +394,8 @@ func (s *sender) handshake(cfg []byte) error {
 		return nil
 	case frameRefuse:
 		reason := parseReason(f.payload)
-		if s.version >= 3 && strings.Contains(reason, "protocol version") {
-			reason += fmt.Sprintf(" (moving the disks needs protocol version %d: a destination godwit from before storage migration cannot take them)", s.version)
+		if strings.Contains(reason, "protocol version") {
+			reason += fmt.Sprintf(" (this source speaks protocol version %d: the destination's godwit is older and cannot take the migration)", s.version)
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, reason)
 	case frameError:

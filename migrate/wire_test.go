@@ -11,6 +11,11 @@ import (
 
 func TestFrameReader(t *testing.T) {
 	valid := appendFrame(nil, frameMemoryBegin, 0, []byte{1, 0, 0, 0})
+	batch := make([]byte, batchHeader)
+	xxhBatch := appendFrame(nil, framePageBatch, flagXXH64, batch)
+	// A batch whose flag says XXH64 but whose trailer is the CRC-32C.
+	crcUnderXXH := appendFrame(nil, framePageBatch, 0, batch)
+	binary.LittleEndian.PutUint16(crcUnderXXH[2:], flagXXH64)
 	corrupt := func(b []byte, at int) []byte {
 		b = append([]byte(nil), b...)
 		b[at] ^= 0x40
@@ -39,6 +44,12 @@ func TestFrameReader(t *testing.T) {
 		{name: "unknown type", in: appendFrame(nil, 99, 0, nil), wantErr: "unknown frame type 0x0063", proto: true},
 		{name: "type zero", in: appendFrame(nil, 0, 0, nil), wantErr: "unknown frame type", proto: true},
 		{name: "unknown flag", in: appendFrame(nil, frameComplete, 2, nil), wantErr: "unknown flags", proto: true},
+		{name: "XXH64 page batch", in: xxhBatch, want: framePageBatch},
+		{name: "XXH64 disk batch", in: appendFrame(nil, frameDiskBatch, flagXXH64, make([]byte, diskBatchHeader)), want: frameDiskBatch},
+		{name: "corrupted XXH64 batch", in: corrupt(xxhBatch, headerSize+3), wantErr: "PAGE_BATCH frame checksum mismatch", proto: true},
+		{name: "bad XXH64 trailer", in: corrupt(xxhBatch, len(xxhBatch)-4), wantErr: "checksum", proto: true},
+		{name: "CRC-32C trailer under the XXH64 flag", in: crcUnderXXH, wantErr: "checksum", proto: true},
+		{name: "XXH64 flag on a control frame", in: appendFrame(nil, frameRoundEnd, flagXXH64, make([]byte, roundEndSize)), wantErr: "unknown flags", proto: true},
 		{name: "more flag on batch", in: appendFrame(nil, framePageBatch, flagMore, make([]byte, batchHeader)), wantErr: "unknown flags", proto: true},
 		{name: "oversize batch", in: header(uint16(framePageBatch), 0, MaxPayload+1), wantErr: "outside", proto: true},
 		{name: "huge length", in: header(uint16(frameState), 0, 0xffffffff), wantErr: "outside", proto: true},

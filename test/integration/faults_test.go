@@ -432,7 +432,7 @@ func TestMigrationFaultsBadStreams(t *testing.T) {
 			name:   "wrong-protocol-version",
 			hello:  testGuestHello(t, migrate.ProtocolVersion+1, faultMem, faultMem, nil),
 			answer: migrate.FrameRefuse,
-			want:   fmt.Sprintf("protocol version %d not supported (this side speaks %d)", migrate.ProtocolVersion+1, migrate.ProtocolVersion),
+			want:   fmt.Sprintf("protocol version %d not supported (this side speaks %d to %d)", migrate.ProtocolVersion+1, migrate.MinProtocolVersion, migrate.ProtocolVersion),
 		},
 		{
 			// A source CPU with every feature bit of leaf 0x80000001
