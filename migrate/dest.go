@@ -280,6 +280,9 @@ func (r *receiver) handle(f frame) error {
 		}
 		t0 := time.Now()
 		c, busy, err := r.ap.wait()
+		if err == nil {
+			err = r.sink.copyPages()
+		}
 		if err != nil {
 			return fmt.Errorf("round %d: %w", r.round, err)
 		}

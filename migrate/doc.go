@@ -53,7 +53,7 @@
 //	13 DISK_BATCH    S→D  from version 3 on, inside a round: see below
 //
 // This is protocol version 4, which adds the XXH64 trailer of batches
-// (flag 0x8000). Version 3 added storage migration (STORAGE, DISK_BATCH,
+// (flag 0x8000) and the copy encoding of a page (deduplication). Version 3 added storage migration (STORAGE, DISK_BATCH,
 // ROUND_END's disk_blocks); version 2 is version 3 without them, and
 // version 1 had no ROUND_ACK. HELLO has the same layout in every version,
 // so that any receiver reads the version and refuses one it does not
@@ -70,11 +70,17 @@
 //	present bitmap [(count+7)/8]byte   bit i (LSB first) = page first+i sent
 //	zero bitmap    [(count+7)/8]byte   subset of present: page is all zero
 //	for each present, non-zero page in order:
-//	    encoding u8 (0 raw, 1 LZ4 block) | length u16 | data [length]byte
+//	    encoding u8 (0 raw, 1 LZ4 block, 2 copy) | length u16 | data [length]byte
 //
 // Raw pages are exactly memory.PageSize bytes; LZ4 pages are shorter than a
-// page and must decompress to exactly one page. Bitmap bits past count must
-// be zero, and nothing may follow the last page.
+// page and must decompress to exactly one page. A copy (version 4) is 12
+// bytes, region u32 | page u64: the page equals that page, which the same
+// round sends with data (raw or LZ4, in this batch or another, before or
+// after); the receiver copies it at ROUND_END, once the round's batches
+// are all in RAM, and fails the migration when the page named lies
+// outside RAM, is the page itself, or was not sent with data this round.
+// Bitmap bits past count must be zero, and nothing may follow the last
+// page.
 //
 // A DISK_BATCH covers up to MaxDiskBatchBlocks blocks of DiskBlockSize
 // bytes of one disk (the last block of a disk is shorter when its size is
@@ -178,8 +184,9 @@
 //	               round 0 is cleared with TargetDisk.Zero)
 //	               ROUND_END(current round; page and disk block counts
 //	               must match what arrived): wait until every page and
-//	               block is written, Sync the disks the round wrote,
-//	               send ROUND_ACK → BetweenRounds
+//	               block is written, perform the round's copies, Sync
+//	               the disks the round wrote, send ROUND_ACK →
+//	               BetweenRounds
 //	BetweenRounds  MEMORY_BEGIN(previous round + 1) → InRound
 //	               STATE → WaitState
 //	WaitState      STATE (only after a chunk flagged more) → WaitState

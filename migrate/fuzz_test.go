@@ -52,6 +52,7 @@ func FuzzPageBatch(f *testing.F) {
 		f.Add(out[headerSize : len(out)-trailerSize])
 	}
 	f.Add(batchPayload(0, 511, 1, []byte{1}, []byte{1}))
+	f.Add(batchPayload(0, 0, 2, []byte{3}, []byte{0}, pageRec(encRaw, make([]byte, pageSize)), copyRec(0, 0)))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		sink := newBatchSink(mem, false)
 		c, err := sink.apply(p)

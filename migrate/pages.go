@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+	"sync"
 
 	"github.com/pierrec/lz4/v4"
 
@@ -51,7 +52,14 @@ func ParseCompression(s string) (Compression, error) {
 const (
 	encRaw byte = 0
 	encLZ4 byte = 1
+	// encCopy (protocol version 4): the page equals another page this
+	// round sent with data; the record's data is copyRecordLen bytes:
+	// region u32, page u64 of that page.
+	encCopy byte = 2
 )
+
+// copyRecordLen is the length of an encCopy record's data.
+const copyRecordLen = 4 + 8
 
 const (
 	pageSize    = memory.PageSize
@@ -75,18 +83,20 @@ var zeroPage [pageSize]byte
 // (BenchmarkIsZero).
 func isZero(page []byte) bool { return bytes.Equal(page, zeroPage[:]) }
 
-// batchCounts counts the pages of one or more batches by how they travelled.
+// batchCounts counts the pages of one or more batches by how they
+// travelled (disk blocks are never deduplicated).
 type batchCounts struct {
-	normal, zero, compressed uint64
+	normal, zero, compressed, deduplicated uint64
 }
 
 func (c *batchCounts) add(o batchCounts) {
 	c.normal += o.normal
 	c.zero += o.zero
 	c.compressed += o.compressed
+	c.deduplicated += o.deduplicated
 }
 
-func (c batchCounts) pages() uint64 { return c.normal + c.zero + c.compressed }
+func (c batchCounts) pages() uint64 { return c.normal + c.zero + c.compressed + c.deduplicated }
 
 // batch names up to MaxBatchPages pages of one region: page first+i is in
 // the batch when bit i of present is set.
@@ -105,7 +115,8 @@ type batch struct {
 // snapshot buffer, so use one per goroutine.
 type batchEncoder struct {
 	comp    Compression
-	flags   uint16 // frame flags: flagXXH64 or 0 (CRC-32C trailers)
+	flags   uint16      // frame flags: flagXXH64 or 0 (CRC-32C trailers)
+	dedup   *dedupTable // shared by a round's encoders; nil: no encCopy
 	lz      lz4.Compressor
 	scratch [pageSize]byte
 	disk    diskEncoder // DISK_BATCH state (disks.go)
@@ -206,11 +217,29 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				c.zero++
 				continue
 			}
-			if e.comp == CompressionLZ4 && e.skip.try() {
+			if e.dedup != nil {
 				// Snapshot the page: the guest may write it while
-				// we compress, and LZ4 must see stable input.
+				// we hash and compress it, and the hash, LZ4 and
+				// the bytes sent must all see the same content.
 				copy(e.scratch[:], page)
 				page = e.scratch[:]
+				ref := pageRef{region: uint32(b.region), page: b.first + uint64(i)}
+				if src, ok := e.dedup.match(page, ref); ok {
+					dst = append(dst, encCopy, copyRecordLen, 0)
+					dst = binary.LittleEndian.AppendUint32(dst, src.region)
+					dst = binary.LittleEndian.AppendUint64(dst, src.page)
+					c.deduplicated++
+					continue
+				}
+			}
+			if e.comp == CompressionLZ4 && e.skip.try() {
+				if e.dedup == nil {
+					// Snapshot the page: the guest may write it
+					// while we compress, and LZ4 must see stable
+					// input.
+					copy(e.scratch[:], page)
+					page = e.scratch[:]
+				}
 				at := len(dst)
 				dst = slices.Grow(dst, lz4Room)[:at+lz4Room]
 				n, err := e.lz.CompressBlock(page, dst[at+pageHeader:])
@@ -247,6 +276,9 @@ type batchSink struct {
 	seen    [][]uint64 // received at least once
 	round   [][]uint64 // received in the current round
 	written [][]uint64 // may hold non-zero bytes
+
+	mu     sync.Mutex
+	copies []pageCopy // the round's encCopy records, run by copyPages
 }
 
 // newBatchSink returns a sink writing into mem. With zeroed set, mem is
@@ -275,6 +307,9 @@ func (s *batchSink) newRound() {
 	for _, bm := range s.round {
 		clear(bm)
 	}
+	s.mu.Lock()
+	s.copies = nil
+	s.mu.Unlock()
 }
 
 // preparedBatch is a validated PAGE_BATCH waiting for its pages to be
@@ -349,6 +384,7 @@ func (s *batchSink) prepare(p []byte, b *preparedBatch) (uint64, error) {
 // may run concurrently. It checks every page record as hostile.
 func (s *batchSink) run(b *preparedBatch) (batchCounts, error) {
 	var c batchCounts
+	var copies []pageCopy
 	d := decoder{b: b.pages}
 	for i := 0; i < b.count; i++ {
 		if b.present[i/8]&(1<<(i%8)) == 0 {
@@ -379,6 +415,20 @@ func (s *batchSink) run(b *preparedBatch) (batchCounts, error) {
 			}
 			copy(page, d.take(pageSize))
 			c.normal++
+		case encCopy:
+			if n != copyRecordLen {
+				return c, protoErr("copy record of page %d of region %d has length %d, want %d", pn, b.region, n, copyRecordLen)
+			}
+			rec := d.take(copyRecordLen)
+			if d.err != nil {
+				return c, d.err
+			}
+			src := pageRef{region: binary.LittleEndian.Uint32(rec), page: binary.LittleEndian.Uint64(rec[4:])}
+			if src.region >= uint32(len(s.regions)) || src.page >= s.regions[src.region].Pages() {
+				return c, protoErr("page %d of region %d copies page %d of region %d, outside RAM", pn, b.region, src.page, src.region)
+			}
+			copies = append(copies, pageCopy{dst: pageRef{region: b.region, page: pn}, src: src})
+			c.deduplicated++
 		case encLZ4:
 			if n == 0 || n >= pageSize {
 				return c, protoErr("LZ4 page %d of region %d has length %d, want 1..%d", pn, b.region, n, pageSize-1)
@@ -402,7 +452,36 @@ func (s *batchSink) run(b *preparedBatch) (batchCounts, error) {
 			return c, d.err
 		}
 	}
+	if len(copies) > 0 {
+		s.mu.Lock()
+		s.copies = append(s.copies, copies...)
+		s.mu.Unlock()
+	}
 	return c, d.end("PAGE_BATCH pages")
+}
+
+// copyPages performs the encCopy records of the round's batches; call it
+// once they have all run (at ROUND_END), when every page the round sent
+// with data is in RAM. A copy must name a page this round sent with data
+// other than itself; which one of several such pages a hostile stream
+// names first cannot matter to the destination's safety: whatever it
+// copies is guest data the stream could as well have sent.
+func (s *batchSink) copyPages() error {
+	s.mu.Lock()
+	copies := s.copies
+	s.copies = nil
+	s.mu.Unlock()
+	for _, cp := range copies {
+		w, bit := cp.src.page/64, uint64(1)<<(cp.src.page%64)
+		if cp.src == cp.dst || s.round[cp.src.region][w]&bit == 0 || s.written[cp.src.region][w]&bit == 0 {
+			return protoErr("page %d of region %d copies page %d of region %d, which this round did not send with data",
+				cp.dst.page, cp.dst.region, cp.src.page, cp.src.region)
+		}
+		from := s.mem.RegionHost(int(cp.src.region))[cp.src.page*pageSize : (cp.src.page+1)*pageSize]
+		to := s.mem.RegionHost(int(cp.dst.region))[cp.dst.page*pageSize : (cp.dst.page+1)*pageSize]
+		copy(to, from)
+	}
+	return nil
 }
 
 // apply prepares and runs one PAGE_BATCH payload on the calling goroutine.
@@ -411,7 +490,11 @@ func (s *batchSink) apply(p []byte) (batchCounts, error) {
 	if _, err := s.prepare(p, &b); err != nil {
 		return batchCounts{}, err
 	}
-	return s.run(&b)
+	c, err := s.run(&b)
+	if err != nil {
+		return c, err
+	}
+	return c, s.copyPages()
 }
 
 // missing returns the number of pages never received, and the first one.

@@ -20,7 +20,10 @@ type Options struct {
 	DowntimeTarget time.Duration
 	// Bandwidth caps the send rate in bytes per second (0 = unlimited).
 	Bandwidth int64
-	// Compression selects the encoding of non-zero pages.
+	// Compression selects the encoding of non-zero pages: with
+	// CompressionLZ4 a page equal to one the round already sent travels
+	// as a reference to it, the others LZ4-compressed when that shrinks
+	// them; with CompressionNone every non-zero page travels raw.
 	Compression Compression
 	// Timeout bounds the whole migration (0 = none). When it passes, the
 	// migration fails and the source keeps running.
@@ -103,6 +106,7 @@ type sender struct {
 	regions []memory.Region
 	dirty   [][]uint64
 	encs    []*batchEncoder
+	dedup   *dedupTable // the encoders', with LZ4 compression; else nil
 	bufs    chan []byte
 	stats   Stats
 	hist    History
@@ -240,8 +244,17 @@ func (s *sender) run() error {
 	}
 	s.encs = make([]*batchEncoder, s.opts.Workers)
 	s.bufs = make(chan []byte, s.opts.Workers+1)
+	if s.opts.Compression == CompressionLZ4 {
+		// Deduplication is a compression too: without it, pages
+		// travel raw (zero pages still as a bit).
+		hosts := make([][]byte, len(s.regions))
+		for i := range hosts {
+			hosts[i] = s.mem.RegionHost(i)
+		}
+		s.dedup = newDedupTable(hosts)
+	}
 	for i := range s.encs {
-		s.encs[i] = &batchEncoder{comp: s.opts.Compression, flags: flagXXH64}
+		s.encs[i] = &batchEncoder{comp: s.opts.Compression, flags: flagXXH64, dedup: s.dedup}
 	}
 	for range s.opts.Workers + 1 {
 		s.bufs <- nil
@@ -640,6 +653,7 @@ func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 		return out, err
 	}
 	before := s.fw.written()
+	s.dedup.reset()
 	if err := s.fw.write(appendFrame(nil, frameMemoryBegin, 0, le32(uint32(round)))); err != nil {
 		return out, s.writeErr(err)
 	}

@@ -20,12 +20,19 @@ type PageStats struct {
 	Zero uint64 `json:"zero"`
 	// Compressed pages were sent LZ4-compressed (when that shrank them).
 	Compressed uint64 `json:"compressed"`
+	// Deduplicated pages were sent as a reference to a page of equal
+	// content that the same round sent (never disk blocks).
+	Deduplicated uint64 `json:"deduplicated"`
 }
+
+// Total is the number of pages (or blocks) counted, however they travelled.
+func (p PageStats) Total() uint64 { return p.Normal + p.Zero + p.Compressed + p.Deduplicated }
 
 func (p *PageStats) add(c batchCounts) {
 	p.Normal += c.normal
 	p.Zero += c.zero
 	p.Compressed += c.compressed
+	p.Deduplicated += c.deduplicated
 }
 
 // Stats is the source's record of a migration. Field names follow QEMU's

@@ -34,7 +34,7 @@ func TestEncodeRecord(t *testing.T) {
 		`"end":"2025-03-01T12:00:00.124956789Z","end_unix_ns":1740830400124956789,`
 	const breakdownFields = `"round":3,` + stamps + `"downtime_ms":1.5,"expected_downtime_ms":5.25,` +
 		`"pause_ms":0.1,"final_sync_ms":0.3,"dirty_log_ms":0.1,"final_pages_ms":0.2,` +
-		`"final_pages":{"normal":0,"zero":1,"compressed":0},"final_bytes":40,"state_save_ms":0.2,"state_bytes":300,` +
+		`"final_pages":{"normal":0,"zero":1,"compressed":0,"deduplicated":0},"final_bytes":40,"state_save_ms":0.2,"state_bytes":300,` +
 		`"transfer_ms":0.1,"transfer_bytes":312,"dest_restore_ms":0.4,"dest_resume_ms":0.2,"dest_other_ms":0.05,` +
 		`"ack_round_trip_ms":0.15,"dest_timings_version":1`
 	tests := []struct {
@@ -44,20 +44,20 @@ func TestEncodeRecord(t *testing.T) {
 		wantErr string
 	}{
 		{name: "round", rec: full, want: `{"type":"round","round":2,"paused":false,` + stamps +
-			`"duration_ms":1.5,"pages_sent":10,"pages":{"normal":1,"zero":7,"compressed":2},"bytes":9000,` +
+			`"duration_ms":1.5,"pages_sent":10,"pages":{"normal":1,"zero":7,"compressed":2,"deduplicated":0},"bytes":9000,` +
 			`"bandwidth_bytes_per_sec":6000000,"dirty_pages_found":4,"dirty_pages_per_sec":2000,"dirty_bytes_per_sec":8192000,` +
 			`"throttle_pct":20,"expected_downtime_ms":5.25,"decision":"throttle-up","throttle_to_pct":60,"reason":"a <reason> & more"}`},
 		{name: "paused round omits the decision", rec: paused, want: `{"type":"round","round":3,"paused":true,` +
 			`"start":"2025-03-01T12:00:00.124956789Z","start_unix_ns":1740830400124956789,` +
 			`"end":"2025-03-01T12:00:00.124956789Z","end_unix_ns":1740830400124956789,"duration_ms":0,"pages_sent":0,` +
-			`"pages":{"normal":0,"zero":0,"compressed":0},"bytes":40,"bandwidth_bytes_per_sec":0,"dirty_pages_found":0,` +
+			`"pages":{"normal":0,"zero":0,"compressed":0,"deduplicated":0},"bytes":40,"bandwidth_bytes_per_sec":0,"dirty_pages_found":0,` +
 			`"dirty_pages_per_sec":0,"dirty_bytes_per_sec":0,"throttle_pct":0}`},
 		{name: "stop_and_copy", rec: breakdown, want: `{"type":"stop_and_copy",` + breakdownFields + `}`},
 		{name: "stop_and_copy with rejected timings", rec: migrate.DowntimeBreakdown{DestTimingsError: "bad"},
 			want: `"dest_timings_version":0,"dest_timings_error":"bad"}`},
 		{name: "summary flattens the statistics", rec: migrate.SummaryRecord{Stats: stats}, want: `{"type":"summary","status":"completed",` +
 			`"setup_ms":0,"total_ms":0,"downtime_ms":1.5,"expected_downtime_ms":0,"rounds":4,"transferred_bytes":0,` +
-			`"pages":{"normal":0,"zero":0,"compressed":0},"mbps":0,"dirty_pages_rate":0,"throttle_pct":0,"final_sync_ms":0,` +
+			`"pages":{"normal":0,"zero":0,"compressed":0,"deduplicated":0},"mbps":0,"dirty_pages_rate":0,"throttle_pct":0,"final_sync_ms":0,` +
 			`"final_round_ms":0,"final_apply_ms":0,"switchover_ms":0,"state_save_ms":0,"restore_ms":0,"start_ms":0,` +
 			`"stop_and_copy":{"type":"stop_and_copy",` + breakdownFields + `}}`},
 		{name: "failed summary", rec: migrate.SummaryRecord{Stats: migrate.Stats{Status: migrate.StatusFailed, Error: "boom"}},

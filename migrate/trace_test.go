@@ -100,12 +100,13 @@ func TestTraceShrinkingRounds(t *testing.T) {
 				if rr.Type != migrate.RecordRound || rr.Round != i || rr.Paused != (i == len(recs)-1) {
 					t.Fatalf("record %d: type %q round %d paused %v", i, rr.Type, rr.Round, rr.Paused)
 				}
-				if p := rr.Pages; p.Normal+p.Zero+p.Compressed != rr.PagesSent {
+				if p := rr.Pages; p.Total() != rr.PagesSent {
 					t.Fatalf("round %d: split %+v does not add up to %d pages", i, p, rr.PagesSent)
 				}
 				total.Normal += rr.Pages.Normal
 				total.Zero += rr.Pages.Zero
 				total.Compressed += rr.Pages.Compressed
+				total.Deduplicated += rr.Pages.Deduplicated
 				if rr.End.Before(rr.Start) || rr.StartUnixNs != rr.Start.UnixNano() || rr.EndUnixNs != rr.End.UnixNano() ||
 					math.Abs(float64(rr.EndUnixNs-rr.StartUnixNs)/1e6-rr.DurationMs) > 1 {
 					t.Fatalf("round %d times %v..%v (%d..%d), %v ms", i, rr.Start, rr.End, rr.StartUnixNs, rr.EndUnixNs, rr.DurationMs)

@@ -21,7 +21,8 @@ const (
 	// ProtocolVersion is the newest version of the wire format this
 	// package speaks, and the one Send speaks: version 3 added storage
 	// migration (STORAGE, DISK_BATCH, ROUND_END's disk count), version 4
-	// the XXH64 trailer of page and disk batches (flagXXH64).
+	// the XXH64 trailer of page and disk batches (flagXXH64) and the copy
+	// encoding of a page (encCopy).
 	ProtocolVersion = 4
 	// MinProtocolVersion is the oldest version Receive takes.
 	MinProtocolVersion = 2

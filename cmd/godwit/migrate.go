@@ -21,7 +21,7 @@ func migrateCommand() *cli.Command {
 			&cli.StringFlag{Name: "to", Usage: "destination tcp:HOST:PORT"},
 			&cli.IntFlag{Name: "downtime-ms", Value: 300, Usage: "downtime target in milliseconds"},
 			&cli.StringFlag{Name: "bandwidth", Value: "0", Usage: "bandwidth cap in bytes/s with K/M/G suffixes (0 = unlimited)"},
-			&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 or none"},
+			&cli.StringFlag{Name: "compress", Value: "lz4", Usage: "lz4 (pages equal to one already sent in the round as a reference, the rest LZ4 when it shrinks them) or none (raw)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0 = no limit); the VM keeps running here"},
 			&cli.BoolFlag{Name: "auto-converge", Value: true, Usage: "throttle the vCPUs when rounds stop shrinking"},
 			&cli.BoolFlag{Name: "include-storage", Usage: "send every disk along with memory; the receiver creates new images (receive --storage-dir, --disk-map). Without it the disks are assumed shared: the receiver opens the same images"},

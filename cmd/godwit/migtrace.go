@@ -177,11 +177,11 @@ func printBreakdown(w io.Writer, b *migrate.DowntimeBreakdown) {
 	}
 	fp, fd := b.FinalPages, b.FinalDiskBlocks
 	blocks := ""
-	if n := fd.Normal + fd.Zero + fd.Compressed; n > 0 {
+	if n := fd.Total(); n > 0 {
 		blocks = fmt.Sprintf(", %d disk blocks", n)
 	}
 	fmt.Fprintf(w, "stop-and-copy: pause %.2f ms, final sync %.2f ms (dirty log %.2f ms, %d pages%s, %s), state save %.2f ms (%s), transfer %.2f ms\n",
-		b.PauseMs, b.FinalSyncMs, b.DirtyLogMs, fp.Normal+fp.Zero+fp.Compressed, blocks, formatSize(b.FinalBytes),
+		b.PauseMs, b.FinalSyncMs, b.DirtyLogMs, fp.Total(), blocks, formatSize(b.FinalBytes),
 		b.StateSaveMs, formatSize(b.StateBytes), b.TransferMs)
 	fmt.Fprintf(w, "               destination restore %.2f ms, resume %.2f ms, other %.2f ms; ack round trip %.2f ms\n",
 		b.DestRestoreMs, b.DestResumeMs, b.DestOtherMs, b.AckRoundTripMs)
@@ -268,7 +268,7 @@ func writeStats(w io.Writer, s migrate.Stats) {
 	fmt.Fprintf(w, "downtime:     %.1f ms (expected %.1f ms)\n", s.DowntimeMs, s.ExpectedDowntimeMs)
 	fmt.Fprintf(w, "rounds:       %d\n", s.Rounds)
 	fmt.Fprintf(w, "transferred:  %s (%.0f Mbit/s)\n", formatSize(s.TransferredBytes), s.Mbps)
-	fmt.Fprintf(w, "pages:        normal %d, zero %d, compressed %d\n", s.Pages.Normal, s.Pages.Zero, s.Pages.Compressed)
+	fmt.Fprintf(w, "pages:        normal %d, zero %d, compressed %d, deduplicated %d\n", s.Pages.Normal, s.Pages.Zero, s.Pages.Compressed, s.Pages.Deduplicated)
 	fmt.Fprintf(w, "dirty rate:   %.0f pages/s, throttle %d%%\n", s.DirtyPagesRate, s.ThrottlePct)
 	if s.Storage {
 		fmt.Fprintf(w, "disks:        %s, %s sent in %d rounds; blocks normal %d, zero %d, compressed %d; written %.0f blocks/s\n",
