@@ -278,7 +278,7 @@ func (s *sender) run() error {
 		// has applied its last page. Waiting here also keeps the
 		// source from running ahead of the destination, so the
 		// final round never queues behind a backlog.
-		ackAt, _, err := s.waitAck(uint32(round))
+		ackAt, destApply, err := s.waitAck(uint32(round))
 		if err != nil {
 			return err
 		}
@@ -301,6 +301,7 @@ func (s *sender) run() error {
 		s.expected = d.ExpectedDowntime
 		rec := newRoundRecord(round, sent.pages, sent.bytes, roundStart, ackAt, rs.ThrottlePct)
 		rec.setDirty(dirtyAfter, s.fetchedAt.Sub(prevFetch))
+		rec.setWaits(sent, ackAt, destApply)
 		if s.stats.Storage {
 			rec.setDisk(sent.blocks, sent.diskBytes, diskDirtyAfter, s.fetchedAt.Sub(prevFetch))
 		}
@@ -617,11 +618,15 @@ func popcount(bm []uint64, pages uint64) uint64 {
 	return n
 }
 
-// roundSent is what one round sent.
+// roundSent is what one round sent, and where the sending time went
+// (RoundRecord.EncodeWaitMs).
 type roundSent struct {
 	pages, blocks batchCounts
 	bytes         uint64 // the whole round on the wire, MEMORY_BEGIN to ROUND_END
 	diskBytes     uint64 // its DISK_BATCH frames
+
+	encodeWait, sendWait time.Duration
+	endAt                time.Time // ROUND_END written
 }
 
 // sendRound sends MEMORY_BEGIN, a PAGE_BATCH for every run of dirty
@@ -771,14 +776,18 @@ func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 		close(results)
 	}()
 	var err error
+	waitFrom := time.Now()
 	for r := range results {
+		out.encodeWait += time.Since(waitFrom)
 		if err == nil {
 			if r.err != nil {
 				err = fmt.Errorf("reading the source's disk: %w", r.err)
 			} else if err = s.checkPeer(); err == nil {
+				t0 := time.Now()
 				if werr := s.fw.write(r.buf); werr != nil {
 					err = s.writeErr(werr)
 				}
+				out.sendWait += time.Since(t0)
 			}
 			if err != nil {
 				close(done)
@@ -791,6 +800,7 @@ func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 			}
 		}
 		s.bufs <- r.buf
+		waitFrom = time.Now()
 	}
 	wg.Wait()
 	if err == nil && clearErr != nil {
@@ -809,6 +819,7 @@ func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.appendVersion(nil, s.version))); err != nil {
 		return out, s.writeErr(err)
 	}
+	out.endAt = time.Now()
 	out.bytes = s.fw.written() - before
 	return out, nil
 }

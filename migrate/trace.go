@@ -102,6 +102,20 @@ type RoundRecord struct {
 	// Reason is the policy's explanation of Decision.
 	Reason string `json:"reason,omitempty"`
 
+	// Where a live round's time went on the source, to tell a round
+	// bound by the source's encoding (CPU) from one bound by the
+	// connection or the destination (omitted when zero, and on the
+	// paused round). The writer sends batches as the encoders finish
+	// them: EncodeWaitMs is its time waiting for the next one,
+	// SendWaitMs its time inside writes to the connection (the
+	// bandwidth cap's waits included), AckWaitMs the time from
+	// ROUND_END written to ROUND_ACK read. DestApplyMs is the
+	// destination's own report: its MEMORY_BEGIN to its last page in RAM.
+	EncodeWaitMs float64 `json:"encode_wait_ms,omitzero"`
+	SendWaitMs   float64 `json:"send_wait_ms,omitzero"`
+	AckWaitMs    float64 `json:"ack_wait_ms,omitzero"`
+	DestApplyMs  float64 `json:"dest_apply_ms,omitzero"`
+
 	// The disk fields are set in a storage migration only (omitted when
 	// zero). Bytes and BandwidthBytesPerSec include the disk blocks.
 
@@ -272,6 +286,14 @@ func newRoundRecord(round int, c batchCounts, bytes uint64, start, end time.Time
 	r.DurationMs = ms(d)
 	r.BandwidthBytesPerSec = perSecond(float64(bytes), d)
 	return r
+}
+
+// setWaits records where a live round's time went (see EncodeWaitMs).
+func (r *RoundRecord) setWaits(sent roundSent, ackAt time.Time, destApply time.Duration) {
+	r.EncodeWaitMs = ms(sent.encodeWait)
+	r.SendWaitMs = ms(sent.sendWait)
+	r.AckWaitMs = ms(max(ackAt.Sub(sent.endAt), 0))
+	r.DestApplyMs = ms(destApply)
 }
 
 // setDirty records the pages the fetch after the round found over the

@@ -114,6 +114,10 @@ func TestTraceShrinkingRounds(t *testing.T) {
 				if i > 0 && rr.Start.Before(recs[i-1].End) {
 					t.Fatalf("round %d starts before round %d ended", i, i-1)
 				}
+				if waits := rr.EncodeWaitMs + rr.SendWaitMs + rr.AckWaitMs; waits > rr.DurationMs+0.01 {
+					t.Fatalf("round %d: waits of %.3f ms (encode %.3f, send %.3f, ack %.3f) exceed its %.3f ms",
+						i, waits, rr.EncodeWaitMs, rr.SendWaitMs, rr.AckWaitMs, rr.DurationMs)
+				}
 				if rr.Bytes == 0 || rr.BandwidthBytesPerSec <= 0 {
 					t.Fatalf("round %d: %d bytes at %v bytes/s", i, rr.Bytes, rr.BandwidthBytesPerSec)
 				}
