@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"godwit/internal/testpki"
 )
 
 // transfer sends n random bytes from a to b and, at the same time, n from
@@ -72,20 +74,20 @@ func transfer(t *testing.T, a, b net.Conn, n int) {
 
 // pkis holds the certificates the TLS tests share.
 type pkis struct {
-	ca, other          *testCA
-	src, dst, rogueSrc leaf
-	rogueDst, expired  leaf
+	ca, other          *testpki.CA
+	src, dst, rogueSrc testpki.Leaf
+	rogueDst, expired  testpki.Leaf
 }
 
 func newPKIs(t testing.TB) pkis {
-	ca, other := newCA(t, "godwit test CA"), newCA(t, "another CA")
+	ca, other := testpki.NewCA(t, "godwit test CA"), testpki.NewCA(t, "another CA")
 	return pkis{
 		ca: ca, other: other,
-		src:      ca.issue(t, "source.example", time.Hour),
-		dst:      ca.issue(t, "dest.example", time.Hour),
-		rogueSrc: other.issue(t, "source.example", time.Hour),
-		rogueDst: other.issue(t, "dest.example", time.Hour),
-		expired:  ca.issue(t, "source.example", -time.Minute),
+		src:      ca.Issue(t, "source.example", time.Hour),
+		dst:      ca.Issue(t, "dest.example", time.Hour),
+		rogueSrc: other.Issue(t, "source.example", time.Hour),
+		rogueDst: other.Issue(t, "dest.example", time.Hour),
+		expired:  ca.Issue(t, "source.example", -time.Minute),
 	}
 }
 
@@ -559,7 +561,7 @@ func TestDeadlines(t *testing.T) {
 
 func TestConfigCheck(t *testing.T) {
 	p := newPKIs(t)
-	cert := p.src.tls
+	cert := p.src.TLS
 	tests := []struct {
 		name   string
 		cfg    *Config
@@ -568,11 +570,11 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"nil", nil, true, "nil Config"},
 		{"neither", &Config{}, true, "either"},
-		{"both", &Config{PSK: testPSK(1), Certificate: &cert, CAs: p.ca.pool}, true, "either"},
+		{"both", &Config{PSK: testPSK(1), Certificate: &cert, CAs: p.ca.Pool}, true, "either"},
 		{"short key", &Config{PSK: []byte("short")}, false, "at least 16"},
 		{"psk with name", &Config{PSK: testPSK(1), PeerName: "x"}, false, "needs TLS"},
 		{"tls without CA", &Config{Certificate: &cert}, false, "both"},
-		{"tls client without name", &Config{Certificate: &cert, CAs: p.ca.pool}, true, "server name"},
+		{"tls client without name", &Config{Certificate: &cert, CAs: p.ca.Pool}, true, "server name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -588,16 +590,16 @@ func TestConfigCheck(t *testing.T) {
 func TestLoadFiles(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKIs(t)
-	key := writeFile(t, dir, "key", []byte("0123456789abcdef0123\n"))
-	short := writeFile(t, dir, "short", []byte("secret\n"))
-	huge := writeFile(t, dir, "huge", bytes.Repeat([]byte("k"), 5000))
-	cert := writeFile(t, dir, "src.pem", p.src.certPEM)
-	ckey := writeFile(t, dir, "src.key", p.src.keyPEM)
-	otherKey := writeFile(t, dir, "dst.key", p.dst.keyPEM)
-	expired := writeFile(t, dir, "expired.pem", p.expired.certPEM)
-	expiredKey := writeFile(t, dir, "expired.key", p.expired.keyPEM)
-	ca := writeFile(t, dir, "ca.pem", p.ca.pem)
-	junk := writeFile(t, dir, "junk.pem", []byte("not PEM"))
+	key := testpki.WriteFile(t, dir, "key", []byte("0123456789abcdef0123\n"))
+	short := testpki.WriteFile(t, dir, "short", []byte("secret\n"))
+	huge := testpki.WriteFile(t, dir, "huge", bytes.Repeat([]byte("k"), 5000))
+	cert := testpki.WriteFile(t, dir, "src.pem", p.src.CertPEM)
+	ckey := testpki.WriteFile(t, dir, "src.key", p.src.KeyPEM)
+	otherKey := testpki.WriteFile(t, dir, "dst.key", p.dst.KeyPEM)
+	expired := testpki.WriteFile(t, dir, "expired.pem", p.expired.CertPEM)
+	expiredKey := testpki.WriteFile(t, dir, "expired.key", p.expired.KeyPEM)
+	ca := testpki.WriteFile(t, dir, "ca.pem", p.ca.PEM)
+	junk := testpki.WriteFile(t, dir, "junk.pem", []byte("not PEM"))
 	missing := dir + "/missing"
 	tests := []struct {
 		name string
