@@ -66,7 +66,7 @@ func scriptedDest(conn net.Conn, reply func(f frame) []byte) {
 }
 
 func ackFrame(round uint32) []byte {
-	return appendFrame(nil, frameRoundAck, 0, roundAck{round: round, applyNs: 1000}.append(nil))
+	return appendFrame(nil, frameRoundAck, 0, roundAck{round: round, applyNs: 1000}.appendVersion(nil, ProtocolVersion))
 }
 
 var resumedFrame = appendFrame(nil, frameResumed, 0, resumed{}.append(nil))

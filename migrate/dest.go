@@ -301,8 +301,8 @@ func (r *receiver) handle(f frame) error {
 		// Every page of the round is in RAM: tell the source, which
 		// measures its throughput end to end and waits for this
 		// before it decides on another round.
-		ack := roundAck{round: r.round, applyNs: uint64(applied)}
-		if err := r.write(appendFrame(nil, frameRoundAck, 0, ack.append(nil))); err != nil {
+		ack := roundAck{round: r.round, applyNs: uint64(applied), readWaitNs: uint64(r.readWait), workNs: uint64(busy)}
+		if err := r.write(appendFrame(nil, frameRoundAck, 0, ack.appendVersion(nil, r.version))); err != nil {
 			return err
 		}
 		if r.opts.Trace != nil {

@@ -110,7 +110,7 @@ func TestReceiveHappyPath(t *testing.T) {
 				t.Fatalf("replies %v", replies)
 			}
 			for r, f := range replies[1 : tt.rounds+1] {
-				a, err := parseRoundAck(f.payload)
+				a, err := parseRoundAckVersion(f.payload, MinProtocolVersion) // the version the stream spoke
 				if f.typ != frameRoundAck || err != nil || a.round != uint32(r) {
 					t.Fatalf("reply %d: %v %+v %v, want ROUND_ACK(%d)", r+1, f.typ, a, err, r)
 				}
@@ -131,7 +131,7 @@ func TestReceiveRejectsOutOfOrder(t *testing.T) {
 	helloFrame := func() []byte { var s stream; return s.hello(src, "ok").Bytes() }()
 	begin := func(r uint32) []byte { return fr(frameMemoryBegin, 0, binary.LittleEndian.AppendUint32(nil, r)) }
 	end := func(r uint32, n uint64) []byte { return fr(frameRoundEnd, 0, roundEnd{round: r, pages: n}.append(nil)) }
-	ack := func(r uint32) []byte { return fr(frameRoundAck, 0, roundAck{round: r, applyNs: 1}.append(nil)) }
+	ack := func(r uint32) []byte { return fr(frameRoundAck, 0, roundAck{round: r, applyNs: 1}.appendVersion(nil, ProtocolVersion)) }
 	state, _ := encodeState(testSections)
 	tests := []struct {
 		state   recvState

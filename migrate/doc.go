@@ -43,7 +43,10 @@
 //	11 ROUND_ACK     D→S  round u32, apply_ns u64: every page of the round
 //	                      is in RAM (and every disk block durable in its
 //	                      image); apply_ns runs from its MEMORY_BEGIN to
-//	                      the last page applied (informational)
+//	                      the last page applied; from version 4 on also
+//	                      read_wait_ns u64 (waiting for the round's
+//	                      frames) and work_ns u64 (decoding them, summed
+//	                      over the workers); all informational
 //	12 STORAGE       S→D  from version 3 on, right after HELLO: flags u32
 //	                      (bit 0: storage included; no other bit),
 //	                      disk_count u32 (≤ MaxDisks; 0 without bit 0),
@@ -53,7 +56,8 @@
 //	13 DISK_BATCH    S→D  from version 3 on, inside a round: see below
 //
 // This is protocol version 4, which adds the XXH64 trailer of batches
-// (flag 0x8000) and the copy encoding of a page (deduplication). Version 3 added storage migration (STORAGE, DISK_BATCH,
+// (flag 0x8000), the copy encoding of a page (deduplication) and
+// ROUND_ACK's read_wait_ns and work_ns. Version 3 added storage migration (STORAGE, DISK_BATCH,
 // ROUND_END's disk_blocks); version 2 is version 3 without them, and
 // version 1 had no ROUND_ACK. HELLO has the same layout in every version,
 // so that any receiver reads the version and refuses one it does not

@@ -87,7 +87,8 @@ func FuzzStateSections(f *testing.F) {
 func FuzzControlPayloads(f *testing.F) {
 	f.Add(roundEnd{round: 3, pages: 512, bytes: 1 << 20}.appendVersion(nil, 2))
 	f.Add(roundEnd{round: 3, pages: 512, bytes: 1 << 20, diskBlocks: 7}.appendVersion(nil, 3))
-	f.Add(roundAck{round: 1, applyNs: 5e6}.append(nil))
+	f.Add(roundAck{round: 1, applyNs: 5e6}.appendVersion(nil, 3))
+	f.Add(roundAck{round: 1, applyNs: 5e6, readWaitNs: 3e6, workNs: 4e6}.appendVersion(nil, 4))
 	f.Add([]byte("refused: \x1b[31mred\x1b[0m \xff\xfe"))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		for _, v := range []uint32{MinProtocolVersion, ProtocolVersion} {
@@ -97,9 +98,11 @@ func FuzzControlPayloads(f *testing.F) {
 				}
 			}
 		}
-		if a, err := parseRoundAck(p); err == nil {
-			if again := a.append(nil); !bytes.Equal(again, p) {
-				t.Fatalf("ROUND_ACK % x re-encodes as % x", p, again)
+		for _, v := range []uint32{MinProtocolVersion, ProtocolVersion} {
+			if a, err := parseRoundAckVersion(p, v); err == nil {
+				if again := a.appendVersion(nil, v); !bytes.Equal(again, p) {
+					t.Fatalf("ROUND_ACK v%d % x re-encodes as % x", v, p, again)
+				}
 			}
 		}
 		s := parseReason(p)

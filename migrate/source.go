@@ -278,7 +278,7 @@ func (s *sender) run() error {
 		// has applied its last page. Waiting here also keeps the
 		// source from running ahead of the destination, so the
 		// final round never queues behind a backlog.
-		ackAt, destApply, err := s.waitAck(uint32(round))
+		ackAt, ack, err := s.waitAck(uint32(round))
 		if err != nil {
 			return err
 		}
@@ -301,7 +301,7 @@ func (s *sender) run() error {
 		s.expected = d.ExpectedDowntime
 		rec := newRoundRecord(round, sent.pages, sent.bytes, roundStart, ackAt, rs.ThrottlePct)
 		rec.setDirty(dirtyAfter, s.fetchedAt.Sub(prevFetch))
-		rec.setWaits(sent, ackAt, destApply)
+		rec.setWaits(sent, ackAt, ack)
 		if s.stats.Storage {
 			rec.setDisk(sent.blocks, sent.diskBytes, diskDirtyAfter, s.fetchedAt.Sub(prevFetch))
 		}
@@ -438,7 +438,7 @@ func (s *sender) readPeer() {
 		}
 		if f.typ == frameRoundAck {
 			var a roundAck
-			if a, r.err = parseRoundAck(f.payload); r.err == nil {
+			if a, r.err = parseRoundAckVersion(f.payload, s.version); r.err == nil {
 				r.err = s.acks.record(a, now)
 			}
 			continue
@@ -484,7 +484,7 @@ type ackTracker struct {
 	ended   uint32    // ROUND_ENDs sent (or being sent)
 	acked   uint32    // ROUND_ACKs received, in round order
 	at      time.Time // arrival of the last ROUND_ACK
-	applyNs uint64    // its apply_ns
+	ack     roundAck  // what it said
 	changed chan struct{}
 }
 
@@ -510,7 +510,7 @@ func (t *ackTracker) record(a roundAck, now time.Time) error {
 		return protoErr("ROUND_ACK for round %d, expected round %d", a.round, t.acked)
 	}
 	t.acked++
-	t.at, t.applyNs = now, a.applyNs
+	t.at, t.ack = now, a
 	t.signal()
 	return nil
 }
@@ -535,29 +535,29 @@ func (t *ackTracker) signal() {
 	}
 }
 
-// last returns how many rounds are acknowledged, and when and with what
-// apply time the last ROUND_ACK arrived.
-func (t *ackTracker) last() (acked uint32, at time.Time, applyNs uint64) {
+// last returns how many rounds are acknowledged, and when the last
+// ROUND_ACK arrived and what it said.
+func (t *ackTracker) last() (acked uint32, at time.Time, ack roundAck) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.acked, t.at, t.applyNs
+	return t.acked, t.at, t.ack
 }
 
 // waitAck waits for the ROUND_ACK of round and returns when it arrived and
-// the destination's apply time. An error, ERROR or RESUMED from the
-// destination, or ctx, ends the wait.
-func (s *sender) waitAck(round uint32) (time.Time, time.Duration, error) {
+// what it said. An error, ERROR or RESUMED from the destination, or ctx,
+// ends the wait.
+func (s *sender) waitAck(round uint32) (time.Time, roundAck, error) {
 	for {
-		if acked, at, applyNs := s.acks.last(); acked > round {
-			return at, time.Duration(applyNs), nil
+		if acked, at, ack := s.acks.last(); acked > round {
+			return at, ack, nil
 		}
 		if err := s.checkPeer(); err != nil {
-			return time.Time{}, 0, err
+			return time.Time{}, roundAck{}, err
 		}
 		select {
 		case <-s.acks.changed:
 		case <-s.ctx.Done():
-			return time.Time{}, 0, context.Cause(s.ctx)
+			return time.Time{}, roundAck{}, context.Cause(s.ctx)
 		}
 	}
 }
@@ -1049,10 +1049,10 @@ func (s *sender) switchover(round int) error {
 	s.stats.StopAndCopy = &sc
 	// The reader saw every ROUND_ACK before RESUMED, the final
 	// round's last.
-	_, ackAt, applyNs := s.acks.last()
+	_, ackAt, ack := s.acks.last()
 	final := ackAt.Sub(roundStart)
 	s.stats.FinalRoundMs = ms(final)
-	s.stats.FinalApplyMs = ms(time.Duration(applyNs))
+	s.stats.FinalApplyMs = reportedMs(ack.applyNs)
 	s.stats.SwitchoverMs = ms(tl.resumed.Sub(tl.pause) - final)
 	s.stats.RestoreMs = sc.DestRestoreMs
 	s.stats.StartMs = sc.DestResumeMs

@@ -109,12 +109,17 @@ type RoundRecord struct {
 	// them: EncodeWaitMs is its time waiting for the next one,
 	// SendWaitMs its time inside writes to the connection (the
 	// bandwidth cap's waits included), AckWaitMs the time from
-	// ROUND_END written to ROUND_ACK read. DestApplyMs is the
-	// destination's own report: its MEMORY_BEGIN to its last page in RAM.
-	EncodeWaitMs float64 `json:"encode_wait_ms,omitzero"`
-	SendWaitMs   float64 `json:"send_wait_ms,omitzero"`
-	AckWaitMs    float64 `json:"ack_wait_ms,omitzero"`
-	DestApplyMs  float64 `json:"dest_apply_ms,omitzero"`
+	// ROUND_END written to ROUND_ACK read. The Dest fields are the
+	// destination's own report in ROUND_ACK: its MEMORY_BEGIN to its
+	// last page in RAM (DestApplyMs), its time waiting for the round's
+	// frames (DestReadWaitMs), and its workers' time decoding them,
+	// summed over the workers (DestWorkMs).
+	EncodeWaitMs   float64 `json:"encode_wait_ms,omitzero"`
+	SendWaitMs     float64 `json:"send_wait_ms,omitzero"`
+	AckWaitMs      float64 `json:"ack_wait_ms,omitzero"`
+	DestApplyMs    float64 `json:"dest_apply_ms,omitzero"`
+	DestReadWaitMs float64 `json:"dest_read_wait_ms,omitzero"`
+	DestWorkMs     float64 `json:"dest_work_ms,omitzero"`
 
 	// The disk fields are set in a storage migration only (omitted when
 	// zero). Bytes and BandwidthBytesPerSec include the disk blocks.
@@ -289,11 +294,23 @@ func newRoundRecord(round int, c batchCounts, bytes uint64, start, end time.Time
 }
 
 // setWaits records where a live round's time went (see EncodeWaitMs).
-func (r *RoundRecord) setWaits(sent roundSent, ackAt time.Time, destApply time.Duration) {
+func (r *RoundRecord) setWaits(sent roundSent, ackAt time.Time, ack roundAck) {
 	r.EncodeWaitMs = ms(sent.encodeWait)
 	r.SendWaitMs = ms(sent.sendWait)
 	r.AckWaitMs = ms(max(ackAt.Sub(sent.endAt), 0))
-	r.DestApplyMs = ms(destApply)
+	r.DestApplyMs = reportedMs(ack.applyNs)
+	r.DestReadWaitMs = reportedMs(ack.readWaitNs)
+	r.DestWorkMs = reportedMs(ack.workNs)
+}
+
+// reportedMs converts a duration the destination reported, in
+// nanoseconds, to milliseconds; one above MaxReportedDuration (malformed)
+// counts as 0.
+func reportedMs(ns uint64) float64 {
+	if ns > uint64(MaxReportedDuration) {
+		return 0
+	}
+	return ms(time.Duration(ns))
 }
 
 // setDirty records the pages the fetch after the round found over the

@@ -113,7 +113,7 @@ var frameSpecs = map[frameType]frameSpec{
 	frameComplete:    {name: "COMPLETE"},
 	frameResumed:     {name: "RESUMED", minLen: resumedFixed, maxLen: resumedFixed + timingsHeader + MaxTimingsSize},
 	frameError:       {name: "ERROR", maxLen: MaxReason},
-	frameRoundAck:    {name: "ROUND_ACK", minLen: roundAckSize, maxLen: roundAckSize},
+	frameRoundAck:    {name: "ROUND_ACK", minLen: roundAckSize, maxLen: roundAckSizeV4},
 	frameStorage:     {name: "STORAGE", minLen: storageFixed, maxLen: storageFixed + MaxDisks*storageDiskSize},
 	frameDiskBatch:   {name: "DISK_BATCH", minLen: diskBatchHeader, maxLen: maxDiskBatchPayload, flagMask: flagXXH64},
 }
@@ -426,22 +426,37 @@ func parseRoundEndVersion(p []byte, version uint32) (roundEnd, error) {
 
 // roundAck is the ROUND_ACK payload: round u32, apply_ns u64 (the
 // destination's time from MEMORY_BEGIN to the last page of the round
-// applied, informational).
+// applied), and from version 4 on read_wait_ns u64 (its time waiting for
+// the round's frames) and work_ns u64 (its workers' time decoding them,
+// summed): informational, for the round's record.
 type roundAck struct {
-	round   uint32
-	applyNs uint64
+	round                      uint32
+	applyNs, readWaitNs, workNs uint64
 }
 
-const roundAckSize = 4 + 8
+const (
+	roundAckSize   = 4 + 8
+	roundAckSizeV4 = roundAckSize + 8 + 8
+)
 
-func (a roundAck) append(dst []byte) []byte {
+// appendVersion encodes a in the layout of protocol version.
+func (a roundAck) appendVersion(dst []byte, version uint32) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, a.round)
-	return binary.LittleEndian.AppendUint64(dst, a.applyNs)
+	dst = binary.LittleEndian.AppendUint64(dst, a.applyNs)
+	if version >= 4 {
+		dst = binary.LittleEndian.AppendUint64(dst, a.readWaitNs)
+		dst = binary.LittleEndian.AppendUint64(dst, a.workNs)
+	}
+	return dst
 }
 
-func parseRoundAck(p []byte) (roundAck, error) {
+// parseRoundAckVersion decodes a ROUND_ACK payload of protocol version.
+func parseRoundAckVersion(p []byte, version uint32) (roundAck, error) {
 	d := decoder{b: p}
 	a := roundAck{round: d.u32(), applyNs: d.u64()}
+	if version >= 4 {
+		a.readWaitNs, a.workNs = d.u64(), d.u64()
+	}
 	return a, d.end("ROUND_ACK")
 }
 
