@@ -131,7 +131,9 @@ func TestReceiveRejectsOutOfOrder(t *testing.T) {
 	helloFrame := func() []byte { var s stream; return s.hello(src, "ok").Bytes() }()
 	begin := func(r uint32) []byte { return fr(frameMemoryBegin, 0, binary.LittleEndian.AppendUint32(nil, r)) }
 	end := func(r uint32, n uint64) []byte { return fr(frameRoundEnd, 0, roundEnd{round: r, pages: n}.append(nil)) }
-	ack := func(r uint32) []byte { return fr(frameRoundAck, 0, roundAck{round: r, applyNs: 1}.appendVersion(nil, ProtocolVersion)) }
+	ack := func(r uint32) []byte {
+		return fr(frameRoundAck, 0, roundAck{round: r, applyNs: 1}.appendVersion(nil, ProtocolVersion))
+	}
 	state, _ := encodeState(testSections)
 	tests := []struct {
 		state   recvState

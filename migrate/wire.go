@@ -430,7 +430,7 @@ func parseRoundEndVersion(p []byte, version uint32) (roundEnd, error) {
 // the round's frames) and work_ns u64 (its workers' time decoding them,
 // summed): informational, for the round's record.
 type roundAck struct {
-	round                      uint32
+	round                       uint32
 	applyNs, readWaitNs, workNs uint64
 }
 
