@@ -317,12 +317,18 @@ else
 	fail "sparse: migration failed"
 fi
 
-# Throughput and downtime, alternating.
+# Throughput and downtime, alternating; the compressions swap places
+# every rep, so that neither always runs first after the raw copy.
 rep=1
 while [ "$rep" -le "$REPS" ]; do
 	raw_copy "$rep"
-	thru_run "$rep" lz4
-	thru_run "$rep" none
+	if [ $((rep % 2)) = 1 ]; then
+		thru_run "$rep" lz4
+		thru_run "$rep" none
+	else
+		thru_run "$rep" none
+		thru_run "$rep" lz4
+	fi
 	downtime_run "$rep" 1
 	downtime_run "$rep" 0
 	rep=$((rep + 1))
