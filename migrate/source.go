@@ -386,16 +386,14 @@ func (s *sender) handshake(cfg []byte) error {
 		h.regions = append(h.regions, regionDesc{GPA: r.GPA, Size: r.Size})
 	}
 	msg := appendFrame(nil, frameHello, 0, h.append(nil))
-	if s.version >= 3 {
-		st := storageInfo{}
-		if s.stats.Storage {
-			st.flags = storageFlagIncluded
-		}
-		for _, size := range s.diskSizes {
-			st.disks = append(st.disks, diskDesc{size: size, blockSize: DiskBlockSize})
-		}
-		msg = appendFrame(msg, frameStorage, 0, st.append(nil))
+	st := storageInfo{}
+	if s.stats.Storage {
+		st.flags = storageFlagIncluded
 	}
+	for _, size := range s.diskSizes {
+		st.disks = append(st.disks, diskDesc{size: size, blockSize: DiskBlockSize})
+	}
+	msg = appendFrame(msg, frameStorage, 0, st.append(nil))
 	if err := s.fw.write(msg); err != nil {
 		return fmt.Errorf("sending HELLO: %w", err)
 	}
