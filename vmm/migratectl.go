@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"godwit/internal/gcquiet"
 	"godwit/migrate"
 	"godwit/migrate/secure"
 	"godwit/vmm/api"
@@ -154,7 +155,11 @@ func (v *VM) StartMigration(ctx context.Context, req api.MigrateRequest) error {
 		defer cancel()
 		defer conn.Close()
 		defer closeDisks()
+		// No garbage collection while the VM moves: its
+		// stop-the-world phases cost tens of ms under an emulated CPU.
+		quiet := gcquiet.Start()
 		stats, err := migrate.Send(mctx, conn, src, opts)
+		quiet()
 		o.finish(&stats, err, mctx.Err() != nil)
 		if err != nil {
 			v.log.Error("migration failed; the VM keeps running here", "err", err)

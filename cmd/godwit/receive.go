@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"godwit/internal/gcquiet"
 	"godwit/migrate"
 	"godwit/vmm"
 )
@@ -124,7 +125,10 @@ func runReceive(c *cli.Context) error {
 		vm = v
 		return v, nil
 	}
+	// No garbage collection while the VM arrives (see gcquiet).
+	quiet := gcquiet.Start()
 	_, dstats, err := migrate.Receive(ctx, fault.wrap(conn, log), factory, migrate.ReceiveOptions{IdleTimeout: c.Duration("idle-timeout"), AssumeZeroed: true})
+	quiet()
 	stopRefusing()
 	if err != nil {
 		return cli.Exit("receiving the VM failed: "+err.Error(), 1)
