@@ -217,12 +217,14 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				c.zero++
 				continue
 			}
-			if e.dedup != nil {
+			if e.comp == CompressionLZ4 || e.dedup != nil {
 				// Snapshot the page: the guest may write it while
 				// we hash and compress it, and the hash, LZ4 and
 				// the bytes sent must all see the same content.
 				copy(e.scratch[:], page)
 				page = e.scratch[:]
+			}
+			if e.dedup != nil {
 				ref := pageRef{region: uint32(b.region), page: b.first + uint64(i)}
 				if src, ok := e.dedup.match(page, ref); ok {
 					dst = append(dst, encCopy, copyRecordLen, 0)
@@ -233,13 +235,6 @@ func (e *batchEncoder) appendFrame(dst []byte, host []byte, b *batch) ([]byte, b
 				}
 			}
 			if e.comp == CompressionLZ4 && e.skip.try() {
-				if e.dedup == nil {
-					// Snapshot the page: the guest may write it
-					// while we compress, and LZ4 must see stable
-					// input.
-					copy(e.scratch[:], page)
-					page = e.scratch[:]
-				}
 				at := len(dst)
 				dst = slices.Grow(dst, lz4Room)[:at+lz4Room]
 				n, err := e.lz.CompressBlock(page, dst[at+pageHeader:])

@@ -148,14 +148,18 @@ func protoErr(format string, args ...any) error {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// frameSum returns the trailer of a frame with the given flags whose
-// header and payload are frame: XXH64's low 32 bits with flagXXH64, else
-// CRC-32C.
-func frameSum(flags uint16, frame []byte) uint32 {
+// frameSum returns the trailer of a frame with the given flags, header
+// and payload: XXH64's low 32 bits with flagXXH64, else CRC-32C. The
+// writer and the reader both use it.
+func frameSum(flags uint16, hdr, payload []byte) uint32 {
 	if flags&flagXXH64 != 0 {
-		return uint32(xxhash.Sum64(frame))
+		var d xxhash.Digest
+		d.Reset()
+		d.Write(hdr)
+		d.Write(payload)
+		return uint32(d.Sum64())
 	}
-	return crc32.Checksum(frame, castagnoli)
+	return crc32.Update(crc32.Update(0, castagnoli, hdr), castagnoli, payload)
 }
 
 // frame is one decoded frame. Payload aliases the reader's buffer and is
@@ -172,8 +176,7 @@ type frameReader struct {
 	r   io.Reader
 	hdr [headerSize]byte
 	buf []byte
-	xxh *xxhash.Digest // for flagXXH64 frames, made on first use
-	n   uint64         // bytes read, including headers and trailers
+	n   uint64 // bytes read, including headers and trailers
 	// limit, if set, may refuse a frame from its header alone, before
 	// its payload is read or room for it allocated (the receiver bounds
 	// frames by the VM it accepted: frameLimit).
@@ -227,19 +230,7 @@ func (fr *frameReader) next() (frame, error) {
 	fr.n += uint64(headerSize + need)
 	payload := buf[:n]
 	want := binary.LittleEndian.Uint32(buf[n:])
-	var got uint32
-	if flags&flagXXH64 != 0 {
-		if fr.xxh == nil {
-			fr.xxh = xxhash.New()
-		}
-		fr.xxh.Reset()
-		fr.xxh.Write(fr.hdr[:])
-		fr.xxh.Write(payload)
-		got = uint32(fr.xxh.Sum64())
-	} else {
-		got = crc32.Update(crc32.Update(0, castagnoli, fr.hdr[:]), castagnoli, payload)
-	}
-	if got != want {
+	if got := frameSum(flags, fr.hdr[:], payload); got != want {
 		return frame{}, protoErr("%s frame checksum mismatch (got %#08x, frame says %#08x)", typ, got, want)
 	}
 	return frame{typ: typ, flags: flags, payload: payload}, nil
@@ -257,7 +248,7 @@ func finishFrame(dst []byte, start int, typ frameType, flags uint16) []byte {
 	binary.LittleEndian.PutUint16(h[0:], uint16(typ))
 	binary.LittleEndian.PutUint16(h[2:], flags)
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(dst)-start-headerSize))
-	return binary.LittleEndian.AppendUint32(dst, frameSum(flags, dst[start:]))
+	return binary.LittleEndian.AppendUint32(dst, frameSum(flags, h, dst[start+headerSize:]))
 }
 
 // appendFrame appends a complete frame with the given payload to dst.
