@@ -1,5 +1,6 @@
 // Command nested runs a shell command inside the nested host: a Debian kernel
-// booted under qemu-system-x86_64 -cpu max (TCG), whose emulated SVM gives a
+// booted under qemu-system-x86_64 -cpu max,erms=off,fsrm=off (TCG; see
+// defaultCPU), whose emulated SVM gives a
 // real /dev/kvm (kvm_amd), so KVM code can be tested on machines without one.
 //
 // Usage:
@@ -63,6 +64,7 @@ type options struct {
 	kvmCheck bool
 	keepKVM  bool
 	tcg      string
+	cpu      string
 	self     string // this binary, copied into the nested host for --keep-kvm ("": not copied)
 }
 
@@ -89,6 +91,7 @@ func realMain() int {
 	fs.StringVar(&o.cache, "cache", defaultCache(), "asset cache `dir` (env GODWIT_CACHE)")
 	fs.StringVar(&o.appendK, "append", "", "extra nested host kernel command line arguments")
 	fs.StringVar(&o.tcg, "tcg-thread", "multi", "QEMU TCG threading, `multi` (one host thread per vCPU) or single (env GODWIT_NESTED_TCG)")
+	fs.StringVar(&o.cpu, "cpu", defaultCPU, "QEMU `model` of the nested host's CPU (env GODWIT_NESTED_CPU); it must emulate SVM (see defaultCPU)")
 	fs.BoolVar(&o.keepKVM, "keep-kvm", false, "inside the nested host (its /init runs it): hold a KVM VM until power-off (see keepKVM)")
 	fs.BoolVar(&o.kvmCheck, "kvm-check", false, "exit 0 if this machine's /dev/kvm can run the tests directly, 1 if the nested host is needed (GODWIT_NESTED=1 forces 1, =0 forces 0)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -96,6 +99,9 @@ func realMain() int {
 	}
 	if v := os.Getenv("GODWIT_NESTED_TCG"); v != "" {
 		o.tcg = v
+	}
+	if v := os.Getenv("GODWIT_NESTED_CPU"); v != "" {
+		o.cpu = v
 	}
 	if o.tcg != "multi" && o.tcg != "single" {
 		logf("--tcg-thread must be multi or single, not %q", o.tcg)
