@@ -40,18 +40,6 @@ type runResult struct {
 // both ways).
 const defaultCPU = "max,erms=off,fsrm=off"
 
-// clockArgs makes the nested host's kernel keep the TSC as its clock.
-// Left to itself it finds the emulated CPUs' TSCs unsynchronised at boot
-// and falls back to the HPET, which the vDSO cannot read: every
-// clock_gettime(2) then enters the kernel and reads an emulated HPET, 6 µs
-// in the nested host against 1.1 µs with the TSC (time.Now in a loop).
-// Go's scheduler reads the clock at most of its steps, and so do QEMU's
-// timers; a real host keeps the TSC. Two threads pinned to the two CPUs,
-// each reading the clock after the other's reading, saw no reading go
-// backwards in 400,000 turns (the TSCs TCG emulates all derive from the
-// host's clock).
-const clockArgs = "tsc=reliable"
-
 // boot writes the per-run overlay, concatenates base + [qemu bundle] + overlay
 // into one initrd (QEMU's -initrd takes one file) and runs QEMU.
 func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResult, error) {
@@ -66,7 +54,7 @@ func boot(ctx context.Context, o *options, a *assets, qemuCPIO string) (runResul
 		return res, err
 	}
 
-	cmdline := "console=ttyS0 quiet panic=-1 rdinit=/init " + clockArgs
+	cmdline := "console=ttyS0 quiet panic=-1 rdinit=/init"
 	if o.appendK != "" {
 		cmdline += " " + o.appendK
 	}
