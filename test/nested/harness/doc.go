@@ -6,6 +6,7 @@
 // and parsers for the output of apt-cache and ldd.
 //
 // The nested host is a Debian kernel booted under qemu-system-x86_64 -cpu max
-// without ERMS and FSRM (TCG; see test/nested's defaultCPU), which offers a real /dev/kvm (kvm_amd on emulated SVM); see
-// /work/shared/NESTED-KVM.md in the project notes.
+// without ERMS and FSRM (TCG; see test/nested's defaultCPU), which offers a
+// real /dev/kvm (kvm_amd on emulated SVM); see /work/shared/NESTED-KVM.md in
+// the project notes.
 package harness
