@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Device I/O benchmark: guest throughput of virtio-blk (a raw image) and
 # virtio-net (a tap), godwit vs Debian's QEMU with KVM (-cpu host, the same
-# memory, vCPUs and virtio-pci devices), alternating (the one that goes first
-# swaps every rep), REPS times each, in
-# the same nested host (or directly with a hardware /dev/kvm, as root).
+# memory, vCPUs and virtio-pci devices), alternating (the one that goes
+# first swaps every rep), REPS times each, in the same nested host (or
+# directly with a hardware /dev/kvm, as root).
 # Each run boots Debian's stock kernel + the busybox initramfs; the
 # guest's godwit.cmd (which the initramfs's /init reads from /proc/cmdline,
 # so QEMU's -append gives its guest the same command) measures:
