@@ -110,7 +110,6 @@ type sender struct {
 	bufs    chan []byte
 	stats   Stats
 	hist    History
-	version uint32 // ProtocolVersion
 
 	disks     []SourceDisk // storage migration: the disks, else nil
 	diskSizes []uint64
@@ -201,7 +200,6 @@ func (s *sender) run() error {
 	if len(s.regions) > MaxRegions {
 		return fmt.Errorf("VM has %d memory regions, the protocol allows %d", len(s.regions), MaxRegions)
 	}
-	s.version = ProtocolVersion
 	if ss, ok := s.vm.(StorageSource); ok {
 		if err := s.initStorage(ss.SourceDisks()); err != nil {
 			return err
@@ -381,7 +379,7 @@ func (s *sender) initStorage(disks []SourceDisk) error {
 // handshake sends HELLO and STORAGE (which says whether disks move) and
 // waits for ACCEPT.
 func (s *sender) handshake(cfg []byte) error {
-	h := hello{version: s.version, pageSize: memory.PageSize, config: cfg}
+	h := hello{version: ProtocolVersion, pageSize: memory.PageSize, config: cfg}
 	for _, r := range s.regions {
 		h.regions = append(h.regions, regionDesc{GPA: r.GPA, Size: r.Size})
 	}
@@ -407,7 +405,7 @@ func (s *sender) handshake(cfg []byte) error {
 	case frameRefuse:
 		reason := parseReason(f.payload)
 		if strings.Contains(reason, "protocol version") {
-			reason += fmt.Sprintf(" (this source speaks protocol version %d: the destination's godwit is older and cannot take the migration)", s.version)
+			reason += fmt.Sprintf(" (this source speaks protocol version %d: the destination's godwit is older and cannot take the migration)", ProtocolVersion)
 		}
 		return fmt.Errorf("%w: %s", ErrRefused, reason)
 	case frameError:
@@ -436,7 +434,7 @@ func (s *sender) readPeer() {
 		}
 		if f.typ == frameRoundAck {
 			var a roundAck
-			if a, r.err = parseRoundAckVersion(f.payload, s.version); r.err == nil {
+			if a, r.err = parseRoundAckVersion(f.payload, ProtocolVersion); r.err == nil {
 				r.err = s.acks.record(a, now)
 			}
 			continue
@@ -675,7 +673,7 @@ func (s *sender) sendRound(round int, arm bool) (roundSent, error) {
 	}
 	end := roundEnd{round: uint32(round), pages: out.pages.pages(), bytes: s.fw.written() - before, diskBlocks: out.blocks.pages()}
 	s.acks.ending(uint32(round))
-	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.appendVersion(nil, s.version))); err != nil {
+	if err := s.fw.write(appendFrame(nil, frameRoundEnd, 0, end.appendVersion(nil, ProtocolVersion))); err != nil {
 		return out, s.writeErr(err)
 	}
 	out.endAt = time.Now()
