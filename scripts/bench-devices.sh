@@ -319,9 +319,9 @@ run_qemu() {
 }
 
 # The two VMMs swap places every rep: in three runs of two godwit builds
-# against each other (5 reps, the same order every rep), whichever ran
-# second was 0-52 % faster in most metrics, so a fixed order biases the
-# ratios.
+# against each other (5 reps, the same order every rep), the second slot
+# was 7-52 % faster in two runs and 0-11 % slower in the third; with
+# noise that size, a fixed order biases the ratios one way or the other.
 i=1
 while [ "$i" -le "$REPS" ]; do
 	if [ $((i % 2)) = 1 ]; then
