@@ -137,6 +137,7 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 	}
 	r.fr = newFrameReader(bufio.NewReaderSize(conn, 256<<10))
 	r.fr.limit = r.frameLimit
+	r.fr.deferSum = func(t frameType) bool { return t == framePageBatch || t == frameDiskBatch }
 	stop := r.l.watch(ctx)
 	err := r.run()
 	stop()
@@ -237,10 +238,10 @@ func (r *receiver) handle(f frame) error {
 		if err := r.ap.err(); err != nil {
 			return fmt.Errorf("round %d: %w", r.round, err)
 		}
-		j := &applyJob{}
+		j := &applyJob{f: f}
 		n, err := r.sink.prepare(f.payload, &j.b)
 		if err != nil {
-			return fmt.Errorf("round %d: %w", r.round, err)
+			return fmt.Errorf("round %d: %w", r.round, uncheckedErr(&f, err))
 		}
 		j.buf = r.fr.detach(r.ap.spare())
 		r.roundPages += n
@@ -254,10 +255,10 @@ func (r *receiver) handle(f frame) error {
 		if err := r.ap.err(); err != nil {
 			return fmt.Errorf("round %d: %w", r.round, err)
 		}
-		j := &applyJob{disk: true}
+		j := &applyJob{disk: true, f: f}
 		n, err := r.disks.prepare(f.payload, &j.d)
 		if err != nil {
-			return fmt.Errorf("round %d: %w", r.round, err)
+			return fmt.Errorf("round %d: %w", r.round, uncheckedErr(&f, err))
 		}
 		j.buf = r.fr.detach(r.ap.spare())
 		r.roundBlocks += n
@@ -524,6 +525,17 @@ type applyJob struct {
 	d    preparedDiskBatch
 	disk bool
 	buf  []byte
+	f    frame // the batch's frame, its checksum not yet verified
+}
+
+// uncheckedErr is the error to report when a batch frame whose checksum
+// is not verified yet fails to parse: the checksum's mismatch if it has
+// one (the frame was damaged on the way), else err.
+func uncheckedErr(f *frame, err error) error {
+	if sumErr := f.verify(); sumErr != nil {
+		return sumErr
+	}
+	return err
 }
 
 // appliedCounts counts what a round's jobs wrote: pages and disk blocks.
@@ -570,13 +582,17 @@ func (a *applier) work() {
 		var d time.Duration
 		if !failed {
 			t0 := time.Now()
-			if j.disk {
-				if scratch == nil {
-					scratch = make([]byte, DiskBlockSize)
+			// The reader left the checksum to the workers (deferSum):
+			// nothing of a damaged frame reaches RAM or a disk.
+			if err = j.f.verify(); err == nil {
+				if j.disk {
+					if scratch == nil {
+						scratch = make([]byte, DiskBlockSize)
+					}
+					c, err = a.disks.run(&j.d, scratch)
+				} else {
+					c, err = a.sink.run(&j.b)
 				}
-				c, err = a.disks.run(&j.d, scratch)
-			} else {
-				c, err = a.sink.run(&j.b)
 			}
 			d = time.Since(t0)
 		}

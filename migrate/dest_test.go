@@ -415,3 +415,40 @@ func TestReceiveCancelledBeforeStart(t *testing.T) {
 		t.Fatalf("Receive = %v, status %q", err, st.Status)
 	}
 }
+
+// TestReceiveDamagedBatch: the receiver's workers verify batch checksums
+// (the reader defers them): a page batch damaged on the way fails the
+// migration with the checksum's error, whether the damage hits its data or
+// the fields the reader parses first, and none of its pages reaches RAM.
+func TestReceiveDamagedBatch(t *testing.T) {
+	const payloadHeader = 4 + 8 + 4 + 1 + 1 // region, first, count, present, zero
+	tests := []struct {
+		name string
+		at   int // offset of the flipped byte in the PAGE_BATCH payload
+	}{
+		{name: "page data", at: payloadHeader + 3 + 100},
+		{name: "region field", at: 0},
+		{name: "present bitmap", at: 16},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := sourceRAM(t)
+			page := bytes.Repeat([]byte{0xab}, pageSize)
+			var s stream
+			s.hello(src, "ok").begin(0)
+			at := s.Len() + headerSize + tt.at
+			s.frame(framePageBatch, flagXXH64, batchPayload(0, 0, 1, []byte{1}, []byte{0}, pageRec(encRaw, page)))
+			s.end(0, 1)
+			s.Bytes()[at] ^= 0x40
+			tgt := &testTarget{mem: newTestMemory(t, destTestRAM)}
+			conn, got, err := receiveScript(t, s.Bytes(), tgt)
+			checkFailed(t, conn, got, tgt, err, "PAGE_BATCH frame checksum mismatch", true)
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error %v is not a protocol error", err)
+			}
+			if first := tgt.mem.RegionHost(0)[:pageSize]; !bytes.Equal(first, make([]byte, pageSize)) {
+				t.Fatal("a page of the damaged batch reached RAM")
+			}
+		})
+	}
+}

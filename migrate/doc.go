@@ -21,6 +21,11 @@
 // bytes; the small control frames keep the CRC-32C. The reader
 // rejects unknown types, flags a type does not define, lengths outside the
 // type's bounds (no payload exceeds MaxPayload) and checksum mismatches.
+// The receiver checks the checksums of PAGE_BATCH and DISK_BATCH frames
+// on its workers, each just before it writes the batch, so that its
+// reading goroutine only reads; a damaged batch fails the migration with
+// the checksum's error (also when its header fails to parse first) and
+// nothing of it reaches RAM or a disk.
 //
 //	1  HELLO         S→D  magic "GODWITMG", version u32, page_size u32,
 //	                      region_count u32 (≤ MaxRegions),

@@ -163,11 +163,31 @@ func frameSum(flags uint16, hdr, payload []byte) uint32 {
 }
 
 // frame is one decoded frame. Payload aliases the reader's buffer and is
-// valid until the next call to next.
+// valid until the next call to next (or until detach hands the buffer
+// over).
 type frame struct {
 	typ     frameType
 	flags   uint16
 	payload []byte
+	// unchecked: the reader left the checksum to the caller
+	// (frameReader.deferSum), who must call verify before trusting the
+	// payload's data; hdr and sum are what verify needs.
+	unchecked bool
+	hdr       [headerSize]byte
+	sum       uint32
+}
+
+// verify checks the checksum of a frame whose reader deferred it; a frame
+// the reader checked passes at once.
+func (f *frame) verify() error {
+	if !f.unchecked {
+		return nil
+	}
+	if got := frameSum(f.flags, f.hdr[:], f.payload); got != f.sum {
+		return protoErr("%s frame checksum mismatch (got %#08x, frame says %#08x)", f.typ, got, f.sum)
+	}
+	f.unchecked = false
+	return nil
 }
 
 // frameReader reads and checks frames: known type, allowed flags, bounded
@@ -181,6 +201,11 @@ type frameReader struct {
 	// its payload is read or room for it allocated (the receiver bounds
 	// frames by the VM it accepted: frameLimit).
 	limit func(typ frameType, n uint32) error
+	// deferSum, if set, names the frame types whose checksum next leaves
+	// to the caller (frame.verify): the receiver verifies its page and
+	// disk batches on its workers, so that its reading goroutine, which
+	// the whole stream waits for, only reads.
+	deferSum func(typ frameType) bool
 }
 
 // detach hands the buffer the last frame's payload aliases to the caller
@@ -228,12 +253,14 @@ func (fr *frameReader) next() (frame, error) {
 		return frame{}, fmt.Errorf("reading %s frame: %w", typ, err)
 	}
 	fr.n += uint64(headerSize + need)
-	payload := buf[:n]
-	want := binary.LittleEndian.Uint32(buf[n:])
-	if got := frameSum(flags, fr.hdr[:], payload); got != want {
-		return frame{}, protoErr("%s frame checksum mismatch (got %#08x, frame says %#08x)", typ, got, want)
+	f := frame{typ: typ, flags: flags, payload: buf[:n], unchecked: true, hdr: fr.hdr, sum: binary.LittleEndian.Uint32(buf[n:])}
+	if fr.deferSum != nil && fr.deferSum(typ) {
+		return f, nil
 	}
-	return frame{typ: typ, flags: flags, payload: payload}, nil
+	if err := f.verify(); err != nil {
+		return frame{}, err
+	}
+	return f, nil
 }
 
 // beginFrame appends room for a frame header to dst; the payload follows.
