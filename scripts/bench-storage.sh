@@ -270,6 +270,19 @@ median() {
 		awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 one() { [ -n "$1" ] && calc "printf \"%.1f\", $1" || echo -; }
+# pair_ratios KIND: each rep's KIND rate over the raw copy of the same
+# rep (the two ran minutes apart at most, so a load that moves across
+# the run moves both), one a line, sorted.
+pair_ratios() {
+	sed -n 's/^BENCH-STORAGE throughput \([a-z0-9]*\) rep=\([0-9]*\) .* MBps=\([0-9.]*\).*/\1 \2 \3/p' "$WORK/log" |
+		awk -v k="$1" '$1 == "raw" { raw[$2] = $3 } $1 == k { g[$2] = $3 } END { for (r in g) if (raw[r] > 0) printf "%.2f\n", g[r] / raw[r] }' | sort -n
+}
+# pair_summary KIND: the median of pair_ratios and the list.
+pair_summary() {
+	pr=$(pair_ratios "$1")
+	[ -n "$pr" ] || { echo -; return; }
+	echo "$(printf '%s\n' "$pr" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')x (reps: $(echo $pr))"
+}
 ratio() { [ -n "$1" ] && [ -n "$2" ] && calc "if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\"" || echo -; }
 
 mkdir -p "$WORK"
@@ -357,6 +370,7 @@ echo "(its memory pages share the round: all its bytes / its time in brackets), 
 echo "  raw copy, nc + dd:          $(one "$raw") MB/s"
 echo "  godwit --compress lz4:      $(one "$lz4") MB/s ($(one "$lz4w"))   ratio to raw $(ratio "$lz4" "$raw")x (goal >= 0.8)"
 echo "  godwit --compress none:     $(one "$none") MB/s ($(one "$nonew"))   ratio to raw $(ratio "$none" "$raw")x"
+echo "  each rep over its own raw copy, median: lz4 $(pair_summary lz4); none $(pair_summary none)"
 echo "downtime, sparse image's guest:"
 echo "  with --include-storage:     $(one "$dst") ms (the receiver's disk commit: $(one "$dcommit") ms)"
 echo "  shared storage:             $(one "$dsh") ms"
