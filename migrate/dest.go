@@ -145,6 +145,13 @@ func Receive(ctx context.Context, conn io.ReadWriter, factory TargetFactory, opt
 		// No page may be written once Receive returns, and none
 		// after Discard.
 		r.ap.close()
+		// A batch a worker refused (its checksum, a write error) came
+		// earlier in the stream than whatever stopped the reader
+		// after it, such as the source closing the connection: that
+		// is the failure to report.
+		if aerr := r.ap.err(); err != nil && aerr != nil && !errors.Is(err, aerr) {
+			err = fmt.Errorf("round %d: %w", r.round, aerr)
+		}
 	}
 	r.l.disarmIdle()
 	r.stats.ReceivedBytes = r.fr.n

@@ -419,16 +419,20 @@ func TestReceiveCancelledBeforeStart(t *testing.T) {
 // TestReceiveDamagedBatch: the receiver's workers verify batch checksums
 // (the reader defers them): a page batch damaged on the way fails the
 // migration with the checksum's error, whether the damage hits its data or
-// the fields the reader parses first, and none of its pages reaches RAM.
+// the fields the reader parses first, and also when the reader meets the
+// end of the stream before a worker has checked the batch; none of its
+// pages reaches RAM.
 func TestReceiveDamagedBatch(t *testing.T) {
 	const payloadHeader = 4 + 8 + 4 + 1 + 1 // region, first, count, present, zero
 	tests := []struct {
 		name string
-		at   int // offset of the flipped byte in the PAGE_BATCH payload
+		at   int  // offset of the flipped byte in the PAGE_BATCH payload
+		cut  bool // the stream ends after the batch (the source closed)
 	}{
 		{name: "page data", at: payloadHeader + 3 + 100},
 		{name: "region field", at: 0},
 		{name: "present bitmap", at: 16},
+		{name: "page data, then the end of the stream", at: payloadHeader + 3 + 100, cut: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -438,7 +442,9 @@ func TestReceiveDamagedBatch(t *testing.T) {
 			s.hello(src, "ok").begin(0)
 			at := s.Len() + headerSize + tt.at
 			s.frame(framePageBatch, flagXXH64, batchPayload(0, 0, 1, []byte{1}, []byte{0}, pageRec(encRaw, page)))
-			s.end(0, 1)
+			if !tt.cut {
+				s.end(0, 1)
+			}
 			s.Bytes()[at] ^= 0x40
 			tgt := &testTarget{mem: newTestMemory(t, destTestRAM)}
 			conn, got, err := receiveScript(t, s.Bytes(), tgt)
