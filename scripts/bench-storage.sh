@@ -13,11 +13,9 @@
 #   throughput  a THRU_MIB image of random data: the disk's rate on the
 #               wire in round 0 (the round that sends every allocated
 #               block; memory pages share it, so the rate is a lower
-#               bound) with --compress lz4 and none, against two raw
-#               copies of the same file over loopback TCP into a file
-#               (busybox nc with dd at the receiving end; at the sending
-#               end dd reading into the socket, and cat into nc through a
-#               pipe as the issue words it; no fsync, while round 0 ends with one
+#               bound) with --compress lz4 and none, against a raw copy of
+#               the same file over loopback TCP into a file (busybox nc,
+#               dd on both ends; no fsync, while round 0 ends with one
 #               fdatasync of the received image: free on the nested
 #               host's tmpfs, not on a disk); ratio of medians over REPS
 #               runs each, alternating, after an uncounted warm-up of
@@ -189,29 +187,20 @@ migrate_run() {
 	return "$rc"
 }
 
-# raw_copy REP: copy $RAND over loopback TCP into a file twice while the
-# test guest runs (as it does during godwit's copy): with dd reading the
-# image straight into the socket (kind raw), and as the issue words it,
-# cat into nc through a pipe (kind cat); the two swap places every rep.
-# Prints their BENCH-STORAGE lines.
+# raw_copy REP: copy $RAND over loopback TCP into a file while the test
+# guest runs (as it does during godwit's copy); prints its BENCH-STORAGE
+# line and sets RAW_SECS.
 raw_copy() {
 	start_vm raw-vm "$RAND" || { fail "raw copy $1: the guest did not start"; return 1; }
 	raw_vm=$VM_PID
-	raw_rc=0
-	if [ "$1" = warmup ] || [ $(($1 % 2)) = 1 ]; then
-		raw_copy_alone "$1" raw || raw_rc=1
-		raw_copy_alone "$1" cat || raw_rc=1
-	else
-		raw_copy_alone "$1" cat || raw_rc=1
-		raw_copy_alone "$1" raw || raw_rc=1
-	fi
+	raw_copy_alone "$1"
+	rc=$?
 	"$GODWIT" ctl --api-sock "$WORK/raw-vm.sock" shutdown >/dev/null 2>&1
 	wait_gone "$raw_vm" >/dev/null
-	return "$raw_rc"
+	return "$rc"
 }
 
-# raw_copy_alone REP KIND: one copy of raw_copy. The receiving end is
-# busybox nc running dd into the file for both kinds.
+# raw_copy_alone REP: the copy of raw_copy.
 raw_copy_alone() {
 	out=$WORK/raw.out
 	rm -f "$out"
@@ -226,21 +215,17 @@ raw_copy_alone() {
 		sleep 0.1
 	done
 	a=$(now)
-	if [ "$2" = cat ]; then
-		cat "$RAND" | busybox nc 127.0.0.1 "$RAW_PORT"
-	else
-		busybox nc 127.0.0.1 "$RAW_PORT" -e busybox dd if="$RAND" bs=1048576 2>/dev/null
-	fi
+	busybox nc 127.0.0.1 "$RAW_PORT" -e busybox dd if="$RAND" bs=1048576 2>/dev/null
 	wait_gone "$lpid"
 	rc=$?
 	b=$(now)
 	RAW_SECS=$(calc "printf \"%.2f\", $b - $a")
 	if [ "$rc" != 0 ] || ! cmp -s "$RAND" "$out"; then
-		fail "raw copy $1 ($2): exit $rc, or the copy differs"
+		fail "raw copy $1: exit $rc, or the copy differs"
 		return 1
 	fi
 	rm -f "$out"
-	say "BENCH-STORAGE throughput $2 rep=$1 bytes=$((THRU_MIB * 1048576)) secs=$RAW_SECS MBps=$(calc "if ($RAW_SECS > 0) printf \"%.1f\", $THRU_MIB * 1048576 / 1e6 / $RAW_SECS; else print \"inf\"")"
+	say "BENCH-STORAGE throughput raw rep=$1 bytes=$((THRU_MIB * 1048576)) secs=$RAW_SECS MBps=$(calc "if ($RAW_SECS > 0) printf \"%.1f\", $THRU_MIB * 1048576 / 1e6 / $RAW_SECS; else print \"inf\"")"
 }
 
 # thru_run REP COMPRESS: migrate the guest with the random image; prints
@@ -286,16 +271,16 @@ median() {
 		awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 one() { [ -n "$1" ] && calc "printf \"%.1f\", $1" || echo -; }
-# pair_ratios KIND BASE: each rep's KIND rate over the BASE copy (raw or
-# cat) of the same rep (they ran minutes apart at most, so a load that
-# moves across the run moves both), one a line, sorted.
+# pair_ratios KIND: each rep's KIND rate over the raw copy of the same
+# rep (the two ran minutes apart at most, so a load that moves across
+# the run moves both), one a line, sorted.
 pair_ratios() {
 	sed -n 's/^BENCH-STORAGE throughput \([a-z0-9]*\) rep=\([0-9]*\) .* MBps=\([0-9.]*\).*/\1 \2 \3/p' "$WORK/log" |
-		awk -v k="$1" -v base="$2" '$1 == base { raw[$2] = $3 } $1 == k { g[$2] = $3 } END { for (r in g) if (raw[r] > 0) printf "%.2f\n", g[r] / raw[r] }' | sort -n
+		awk -v k="$1" '$1 == "raw" { raw[$2] = $3 } $1 == k { g[$2] = $3 } END { for (r in g) if (raw[r] > 0) printf "%.2f\n", g[r] / raw[r] }' | sort -n
 }
-# pair_summary KIND BASE: the median of pair_ratios and the list.
+# pair_summary KIND: the median of pair_ratios and the list.
 pair_summary() {
-	pr=$(pair_ratios "$1" "$2")
+	pr=$(pair_ratios "$1")
 	[ -n "$pr" ] || { echo -; return; }
 	echo "$(printf '%s\n' "$pr" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')x (reps: $(echo $pr))"
 }
@@ -375,7 +360,6 @@ done
 sp=$(grep '^BENCH-STORAGE sparse ' "$WORK/log" | head -n 1)
 field() { printf '%s\n' "$sp" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
 raw=$(median MBps 'throughput raw ')
-cat_=$(median MBps 'throughput cat ')
 lz4=$(median MBps 'throughput lz4 ')
 none=$(median MBps 'throughput none ')
 lz4w=$(median wire_MBps 'throughput lz4 ')
@@ -394,12 +378,10 @@ else
 fi
 echo "throughput, $THRU_MIB MiB of random data, MB/s (10^6 bytes/s): godwit's disk bytes of round 0 / round 0's time"
 echo "(its memory pages share the round: all its bytes / its time in brackets), against a raw copy of the image"
-echo "  raw copy, nc + dd:          $(one "$raw") MB/s (dd reads the image into the socket)"
-echo "  raw copy, cat | nc:         $(one "$cat_") MB/s (the issue's baseline: through a pipe)"
-echo "  godwit --compress lz4:      $(one "$lz4") MB/s ($(one "$lz4w"))   ratio to nc + dd $(ratio "$lz4" "$raw")x, to cat | nc $(ratio "$lz4" "$cat_")x (goal >= 0.8)"
-echo "  godwit --compress none:     $(one "$none") MB/s ($(one "$nonew"))   ratio to nc + dd $(ratio "$none" "$raw")x, to cat | nc $(ratio "$none" "$cat_")x"
-echo "  each rep over its own rep's nc + dd, median: lz4 $(pair_summary lz4 raw); none $(pair_summary none raw)"
-echo "  each rep over its own rep's cat | nc, median: lz4 $(pair_summary lz4 cat); none $(pair_summary none cat)"
+echo "  raw copy, nc + dd:          $(one "$raw") MB/s"
+echo "  godwit --compress lz4:      $(one "$lz4") MB/s ($(one "$lz4w"))   ratio to raw $(ratio "$lz4" "$raw")x (goal >= 0.8)"
+echo "  godwit --compress none:     $(one "$none") MB/s ($(one "$nonew"))   ratio to raw $(ratio "$none" "$raw")x"
+echo "  each rep over its own raw copy, median: lz4 $(pair_summary lz4); none $(pair_summary none)"
 echo "downtime, sparse image's guest:"
 echo "  with --include-storage:     $(one "$dst") ms (the receiver's disk commit: $(one "$dcommit") ms)"
 echo "  shared storage:             $(one "$dsh") ms"
