@@ -264,11 +264,15 @@ downtime_run() {
 		"bytes=$(jnum transferred_bytes "$j") disk_bytes=$(jnum disk_transferred_bytes "$j") $(breakdown "$j") disk_commit_ms=$(commit_ms down)"
 }
 
+# median_of: the median of the numbers on standard input, one a line
+# (empty when there are none).
+median_of() {
+	sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 # median FIELD LINES-PATTERN: the median of FIELD=value over the
 # BENCH-STORAGE lines matching the pattern in $WORK/log.
 median() {
-	grep -E "$2" "$WORK/log" | sed -n "s/.* $1=\([-0-9.e+]*\).*/\1/p" | sort -n |
-		awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+	grep -E "$2" "$WORK/log" | sed -n "s/.* $1=\([-0-9.e+]*\).*/\1/p" | median_of
 }
 one() { [ -n "$1" ] && calc "printf \"%.1f\", $1" || echo -; }
 # pair_ratios KIND: each rep's KIND rate over the raw copy of the same
@@ -282,7 +286,7 @@ pair_ratios() {
 pair_summary() {
 	pr=$(pair_ratios "$1")
 	[ -n "$pr" ] || { echo -; return; }
-	echo "$(printf '%s\n' "$pr" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')x (reps: $(echo $pr))"
+	echo "$(calc "printf \"%.2f\", $(printf '%s\n' "$pr" | median_of)")x (reps: $(echo $pr))"
 }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && calc "if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\"" || echo -; }
 
