@@ -177,6 +177,12 @@ kvm_snap() {
 	for f in exits io_exits mmio_exits irq_exits halt_exits halt_wakeup irq_injections signal_exits request_irq_exits irq_window_exits insn_emulation; do
 		[ -r "$KVMDBG/$f" ] && printf '%s=%s ' "$f" "$(cat "$KVMDBG/$f")"
 	done
+	# The host's own interrupts of the kinds that take a CPU out of a
+	# guest, summed over its CPUs: local timer, rescheduling IPIs,
+	# function-call IPIs, TLB shootdowns.
+	awk -v n="$(nproc)" '$1 ~ /^(LOC|RES|CAL|TLB):$/ {
+		s = 0; for (i = 2; i <= n + 1; i++) s += $i
+		printf "host_%s=%d ", substr($1, 1, 3), s }' /proc/interrupts 2>/dev/null
 }
 # kvm_delta VMM REP METRIC BEFORE AFTER: print the counters' growth.
 kvm_delta() {

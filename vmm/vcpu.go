@@ -31,6 +31,9 @@ func (v *VM) createVCPUs() error {
 		return fmt.Errorf("reading supported CPUID: %w", err)
 	}
 	reserveProcs(v.cfg.CPUs)
+	if err := slackenMonitor(); err != nil {
+		v.log.Debug("the Go runtime monitor keeps its timer slack", "err", err)
+	}
 	for i := 0; i < v.cfg.CPUs; i++ {
 		k, err := v.vm.CreateVCPU(i)
 		if err != nil {
