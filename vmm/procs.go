@@ -54,9 +54,22 @@ const monitorSlackNS = 4_000_000
 // error says why. If the guess were ever wrong, another runtime thread's
 // timed waits would end up to monitorSlackNS late, nothing worse.
 func slackenMonitor() error {
+	tid, err := findMonitorThread()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(timerSlackPath(tid), []byte(strconv.Itoa(monitorSlackNS)), 0); err != nil {
+		return fmt.Errorf("setting the timer slack of thread %d: %w", tid, err)
+	}
+	return nil
+}
+
+// findMonitorThread returns the thread ID of this process's Go runtime
+// monitor (see monitorThread).
+func findMonitorThread() (int, error) {
 	ents, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return fmt.Errorf("listing threads: %w", err)
+		return 0, fmt.Errorf("listing threads: %w", err)
 	}
 	tids := make([]int, 0, len(ents))
 	for _, e := range ents {
@@ -66,14 +79,15 @@ func slackenMonitor() error {
 	}
 	tid, ok := monitorThread(os.Getpid(), tids)
 	if !ok {
-		return errors.New("no thread but the main one")
+		return 0, errors.New("no thread but the main one")
 	}
-	// /proc/TID, not /proc/self/task/TID: only the former has the file.
-	path := "/proc/" + strconv.Itoa(tid) + "/timerslack_ns"
-	if err := os.WriteFile(path, []byte(strconv.Itoa(monitorSlackNS)), 0); err != nil {
-		return fmt.Errorf("setting the timer slack of thread %d: %w", tid, err)
-	}
-	return nil
+	return tid, nil
+}
+
+// timerSlackPath is the file holding thread tid's timer slack in ns:
+// /proc/TID, not /proc/self/task/TID, which lacks it.
+func timerSlackPath(tid int) string {
+	return "/proc/" + strconv.Itoa(tid) + "/timerslack_ns"
 }
 
 // monitorThread picks the runtime monitor's thread among a process's
