@@ -411,11 +411,7 @@ func TestIndirectAndManyRequests(t *testing.T) {
 		reqs = append(reqs, out{data, st, uint64(k * 8)})
 	}
 	r.q.Kick()
-	var used []virtiotest.UsedElem
-	for len(used) < len(reqs) {
-		r.d.WaitMSI(1)
-		used = append(used, r.q.TakeUsed()...)
-	}
+	used := r.d.WaitUsed(r.q, len(reqs), 1)
 	for k, q := range reqs {
 		if used[k] != (virtiotest.UsedElem{ID: uint32(k), Len: 4097}) {
 			t.Errorf("request %d: used %+v", k, used[k])

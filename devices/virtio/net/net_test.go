@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,28 +245,11 @@ func TestTransmit(t *testing.T) {
 	}
 }
 
-// fence is a full barrier between the test driver's store of used_event
-// and its load of the used index (an atomic read-modify-write is a locked
-// instruction on amd64).
-var fenceWord atomic.Uint64
-
 // waitUsed collects n used entries of q, re-arming used_event after each
 // batch as a driver re-enabling callbacks does.
 func (r *rig) waitUsed(q *virtiotest.Queue, n int) []virtiotest.UsedElem {
 	r.t.Helper()
-	var got []virtiotest.UsedElem
-	for {
-		got = append(got, q.TakeUsed()...)
-		if len(got) >= n {
-			return got
-		}
-		q.SetUsedEvent(q.LastUsed)
-		fenceWord.Add(1)
-		if q.UsedIdx() != q.LastUsed {
-			continue
-		}
-		r.d.WaitMSI(vector(q))
-	}
+	return r.d.WaitUsed(q, n, vector(q))
 }
 
 // guestView is the packet as the driver should see it: pkt with its

@@ -3,6 +3,7 @@ package virtiotest
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,6 +301,34 @@ func (q *Queue) TakeUsed() []UsedElem {
 		out = append(out, UsedElem{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint32(b[4:])})
 	}
 	return out
+}
+
+// driverFence orders the test driver's used_event store before its
+// re-read of the used index, as the virtio_mb of a guest driver does (an
+// atomic read-modify-write is a locked instruction on amd64).
+var driverFence atomic.Uint64
+
+// WaitUsed returns once q has n more used entries, waiting for the MSI-X
+// message of vector whenever there are too few, after asking for one with
+// used_event and re-reading the used index, as Linux's driver re-enables
+// callbacks (§2.7.10; without it a device with VIRTIO_F_EVENT_IDX sends
+// no further interrupt). It fails the test after WaitTimeout without an
+// interrupt. It returns the entries.
+func (d *Driver) WaitUsed(q *Queue, n, vector int) []UsedElem {
+	d.T.Helper()
+	var got []UsedElem
+	for {
+		got = append(got, q.TakeUsed()...)
+		if len(got) >= n {
+			return got
+		}
+		q.SetUsedEvent(q.LastUsed)
+		driverFence.Add(1)
+		if q.UsedIdx() != q.LastUsed {
+			continue
+		}
+		d.WaitMSI(vector)
+	}
 }
 
 // WaitMSI waits for an MSI-X message with data MSIBaseData+vector,

@@ -2,7 +2,6 @@ package virtiotest
 
 import (
 	"encoding/binary"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -24,10 +23,6 @@ type VCPU struct {
 
 // eventfdOne is the 8-byte eventfd increment.
 var eventfdOne = binary.NativeEndian.AppendUint64(nil, 1)
-
-// vcpuFence orders the driver's used_event store before its re-read of
-// the used index, as the virtio_mb of a guest driver does.
-var vcpuFence atomic.Uint64
 
 // NewVCPU routes m's MSI-X messages to a new VCPU until the test ends.
 func NewVCPU(t testing.TB, m *Machine) *VCPU {
@@ -83,7 +78,7 @@ func (v *VCPU) WaitUsed(q *Queue, n int) []UsedElem {
 			return got
 		}
 		q.SetUsedEvent(q.LastUsed)
-		vcpuFence.Add(1)
+		driverFence.Add(1)
 		if q.UsedIdx() != q.LastUsed {
 			continue
 		}
