@@ -238,10 +238,12 @@ func TestRequests(t *testing.T) {
 				want = ^uint64(0)
 			}
 			r := newRig(t, size, tt.opts, want)
-			copy(r.img.data, img)
-			if tt.inject != nil {
-				tt.inject(r.img)
-			}
+			r.img.with(func(m *memImage) {
+				copy(m.data, img)
+				if tt.inject != nil {
+					tt.inject(m)
+				}
+			})
 			var dirty [64]uint64
 			r.m.Mem.TakeDirty(0, dirty[:])
 			p, used := r.do(tt.segs)
@@ -386,7 +388,7 @@ func TestIndirectAndManyRequests(t *testing.T) {
 	const size = 1 << 20
 	r := newRig(t, size, Options{}, ^uint64(0))
 	img := pattern(size, 9)
-	copy(r.img.data, img)
+	r.img.with(func(m *memImage) { copy(m.data, img) })
 	if r.acked&virtio.FeatureIndirectDesc == 0 {
 		t.Fatal("indirect descriptors not negotiated")
 	}
@@ -479,7 +481,7 @@ func TestPauseQuiesces(t *testing.T) {
 
 func TestPauseFlushError(t *testing.T) {
 	r := newRig(t, 1<<20, Options{}, ^uint64(0))
-	r.img.failSync = true
+	r.img.with(func(m *memImage) { m.failSync = true })
 	if err := r.m.Transport.Pause(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,16 @@ type memImage struct {
 	release chan struct{}
 }
 
+// with runs f on m under m's lock: how a test changes an image whose
+// device is running. (The device may pick a request up without a
+// notification, through guest memory alone, which the race detector
+// does not see as synchronisation; the lock is.)
+func (m *memImage) with(f func(m *memImage)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(m)
+}
+
 var errInjected = errors.New("injected I/O error")
 
 func newMemImage(size int) *memImage { return &memImage{data: make([]byte, size)} }
