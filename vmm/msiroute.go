@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"godwit/internal/rawsys"
 	"godwit/vmm/kvm"
 )
 
@@ -199,12 +200,13 @@ func (r *msiRoutes) signalDirect(m msiMessage) error {
 	return err
 }
 
-// signalEventFD adds one to the eventfd's counter. EAGAIN (the counter
-// is at its maximum) means interrupts are pending anyway.
+// signalEventFD adds one to the eventfd's counter (nonblocking: through
+// internal/rawsys). EAGAIN (the counter is at its maximum) means
+// interrupts are pending anyway.
 func signalEventFD(fd int) error {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
-	_, err := unix.Write(fd, one[:])
+	_, err := rawsys.Write(fd, one[:])
 	if errors.Is(err, unix.EAGAIN) {
 		return nil
 	}

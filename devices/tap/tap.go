@@ -14,7 +14,9 @@
 //
 // The descriptor is nonblocking and registered with the Go runtime's
 // poller, so Read blocks only the calling goroutine and SetReadDeadline
-// interrupts it (how a device quiesces its receive goroutine).
+// interrupts it (how a device quiesces its receive goroutine). The reads
+// and writes themselves, which never block, go through internal/rawsys
+// without the scheduler's system-call bookkeeping.
 package tap
 
 import (
@@ -28,6 +30,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/abi/linux"
+
+	"godwit/internal/rawsys"
 )
 
 // VnetHdrSize is the size of the header before every frame: struct
@@ -211,10 +215,10 @@ func FromFile(f *os.File) (*Tap, error) {
 	}
 	t := &Tap{f: f, rc: rc, name: f.Name()}
 	t.rdFn = func(fd uintptr) {
-		t.rd.n, t.rd.err = unix.Read(int(fd), t.rd.buf)
+		t.rd.n, t.rd.err = rawsys.Read(int(fd), t.rd.buf)
 	}
 	t.wrFn = func(fd uintptr) bool {
-		t.wr.n, t.wr.err = writev(int(fd), t.wr.iov)
+		t.wr.n, t.wr.err = rawsys.Writev(int(fd), t.wr.iov)
 		// A tap never blocks a writer (a full queue drops), but a
 		// socket pair can: wait for room as Write would.
 		return t.wr.err != unix.EAGAIN
@@ -258,7 +262,7 @@ func (t *Tap) ReadWhen(p []byte, ready func() bool) (int, error) {
 		if !ready() {
 			return false
 		}
-		n, rerr = unix.Read(int(fd), p)
+		n, rerr = rawsys.Read(int(fd), p)
 		return rerr != unix.EAGAIN
 	})
 	if err != nil {

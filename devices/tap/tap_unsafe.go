@@ -32,18 +32,3 @@ func sizeOf[T any]() uint32 {
 
 // ifreqSize is the size of the struct ifreq mirror.
 var ifreqSize = sizeOf[linux.IFReq]()
-
-// writev issues writev(fd, iov). The iovecs point into Go memory that the
-// caller keeps alive for the call; the pointer to the array is converted
-// to uintptr inside the unix.Syscall call expression.
-func writev(fd int, iov []unix.Iovec) (int, error) {
-	var p unsafe.Pointer
-	if len(iov) > 0 {
-		p = unsafe.Pointer(&iov[0])
-	}
-	n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(p), uintptr(len(iov)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
-}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"godwit/internal/rawsys"
 )
 
 // What the worker sleeps on.
@@ -46,6 +48,10 @@ import (
 // Go code, such as a receive kick for each frame from the tap, then
 // became a cross-thread wake-up through the kernel: twice the context
 // switches per received ACK in BenchmarkRx.)
+//
+// The epoll_wait and the eventfd reads and writes never block, and go
+// through internal/rawsys: made the usual way, the first of them after a
+// quiet moment woke the Go runtime's monitor thread on another CPU.
 
 // wakeTag marks the wake-up eventfd's events; a queue's events carry the
 // queue index.
@@ -57,12 +63,16 @@ type waiter struct {
 	epf      *os.File // ep on the Go poller, where the worker parks
 	rc       syscall.RawConn
 	wake     *os.File // the wake-up eventfd, blocking: never on the Go poller
-	wakeFD   int      // wake's descriptor, read by the worker only
+	wakeRC   syscall.RawConn
+	wakeFD   int // wake's descriptor, read by the worker only
 	sleeping atomic.Bool
 	events   []unix.EpollEvent // the worker's epoll_wait buffer
-	// poll takes the set's events into events, n and err (built once,
-	// so that a wait allocates nothing).
+	// poll takes the set's events into events, n and err; post adds one
+	// to the wake-up eventfd, which blocks only when the counter nears
+	// 2^64 (the worker's reads reset it). Both are built once, so that a
+	// wait or a wake-up allocates nothing.
 	poll func(fd uintptr) bool
+	post func(fd uintptr) bool
 	n    int
 	err  error
 
@@ -101,17 +111,22 @@ func newWaiter(nq int) (*waiter, error) {
 		events: make([]unix.EpollEvent, nq+1), watched: make([]int, nq),
 	}
 	w.poll = func(fd uintptr) bool {
-		for {
-			w.n, w.err = unix.EpollWait(int(fd), w.events, 0)
-			if w.err != unix.EINTR {
-				return w.n > 0 || w.err != nil
-			}
-		}
+		w.n, w.err = rawsys.EpollPoll(int(fd), w.events)
+		return w.n > 0 || w.err != nil
+	}
+	w.post = func(fd uintptr) bool {
+		_, _ = rawsys.Write(int(fd), one)
+		return true
 	}
 	if w.rc, err = w.epf.SyscallConn(); err != nil {
 		w.epf.Close()
 		w.wake.Close()
 		return nil, fmt.Errorf("virtio: epoll set: %w", err)
+	}
+	if w.wakeRC, err = w.wake.SyscallConn(); err != nil {
+		w.epf.Close()
+		w.wake.Close()
+		return nil, fmt.Errorf("virtio: wake-up eventfd: %w", err)
 	}
 	for i := range w.watched {
 		w.watched[i] = -1
@@ -157,13 +172,13 @@ var one = binary.NativeEndian.AppendUint64(nil, 1)
 // after close (the write then fails harmlessly).
 func (w *waiter) signal() {
 	if w.sleeping.CompareAndSwap(true, false) {
-		_, _ = w.wake.Write(one)
+		_ = w.wakeRC.Write(w.post)
 	}
 }
 
 // kick wakes the worker whether it sleeps or not (stopping it).
 func (w *waiter) kick() {
-	_, _ = w.wake.Write(one)
+	_ = w.wakeRC.Write(w.post)
 }
 
 // sleep waits until a notification arrives or quit is set, unless one of
@@ -193,7 +208,7 @@ func (w *waiter) sleep(pending []atomic.Bool, live []bool, quit *atomic.Bool) er
 		case i == wakeTag:
 			// Readable, and only this goroutine reads: no blocking.
 			var b [8]byte
-			_, _ = unix.Read(w.wakeFD, b[:])
+			_, _ = rawsys.Read(w.wakeFD, b[:])
 		case i >= 0 && i < len(pending):
 			pending[i].Store(true)
 		}
