@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -306,5 +307,78 @@ func TestWaitAckSeesPeerEnd(t *testing.T) {
 		if err := <-got; !errors.Is(err, want) {
 			t.Fatalf("iteration %d: waitAck returned %v, want %v", i, err, want)
 		}
+	}
+}
+
+// TestFreshPagesPopulated checks which pages of a batch the receiver
+// populates before writing them: with zeroed RAM promised, the data pages
+// no earlier batch wrote, and populating allocates them; nothing else of
+// RAM (a page in another 2 MiB, so that shmem huge pages do not blur it)
+// gets allocated.
+func TestFreshPagesPopulated(t *testing.T) {
+	raw := pageRec(encRaw, bytes.Repeat([]byte{1}, pageSize))
+	// batch returns a PAGE_BATCH of pages 0-15, those in data carrying raw
+	// pages and the others zero.
+	batch := func(data ...int) []byte {
+		zero := []byte{0xff, 0xff}
+		var recs [][]byte
+		for _, p := range data {
+			zero[p/8] &^= 1 << (p % 8)
+			recs = append(recs, raw)
+		}
+		return batchPayload(0, 0, 16, []byte{0xff, 0xff}, zero, recs...)
+	}
+	tests := []struct {
+		name      string
+		zeroed    bool
+		earlier   []byte // an earlier round's batch, applied; nil for none
+		last      []byte
+		wantFresh []int
+	}{
+		{name: "fresh RAM", zeroed: true, last: batch(1, 2, 5), wantFresh: []int{1, 2, 5}},
+		{name: "pages written before are not fresh", zeroed: true, earlier: batch(1, 2), last: batch(1, 2, 5, 6), wantFresh: []int{5, 6}},
+		{name: "no promise: nothing is fresh", zeroed: false, last: batch(1, 5)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const pages = 1024
+			mem := newTestMemory(t, pages*pageSize)
+			sink := newBatchSink(mem, tt.zeroed)
+			if tt.earlier != nil {
+				sink.newRound()
+				if _, err := sink.apply(tt.earlier); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sink.newRound()
+			var b preparedBatch
+			if _, err := sink.prepare(tt.last, &b); err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			for i := 0; i < b.count; i++ {
+				if b.fresh[i/64]&(1<<(i%64)) != 0 {
+					got = append(got, i)
+				}
+			}
+			if !slices.Equal(got, tt.wantFresh) {
+				t.Fatalf("fresh pages %v, want %v", got, tt.wantFresh)
+			}
+			sink.populate(&b)
+			allocated := make([]uint64, pages/64)
+			if _, err := mem.DataPages(0, 0, pages, allocated); err != nil {
+				t.Fatal(err)
+			}
+			if !sink.noPopulate.Load() {
+				for _, p := range got {
+					if allocated[p/64]&(1<<(p%64)) == 0 {
+						t.Errorf("fresh page %d not allocated by populate", p)
+					}
+				}
+			}
+			if far := pages - 1; allocated[far/64]&(1<<(far%64)) != 0 {
+				t.Errorf("page %d allocated; nothing was sent for it", far)
+			}
+		})
 	}
 }

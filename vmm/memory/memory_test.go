@@ -223,3 +223,70 @@ func TestPopulateInBackground(t *testing.T) {
 		})
 	}
 }
+
+func TestPopulate(t *testing.T) {
+	const size = 4 << 20
+	pages := uint64(size / PageSize)
+	tests := []struct {
+		name          string
+		region        int
+		first, n      uint64
+		wantErr       bool
+		wantAllocated []uint64 // pages allocated afterwards, besides page 3 (written first)
+	}{
+		{name: "a run", first: 16, n: 5, wantAllocated: []uint64{16, 17, 18, 19, 20}},
+		{name: "the written page and its neighbour", first: 3, n: 2, wantAllocated: []uint64{4}},
+		{name: "last page", first: pages - 1, n: 1, wantAllocated: []uint64{pages - 1}},
+		{name: "empty run", first: pages, n: 0},
+		{name: "past the end", first: pages - 1, n: 2, wantErr: true},
+		{name: "first past the end", first: pages + 1, n: 0, wantErr: true},
+		{name: "huge count", first: 1, n: ^uint64(0), wantErr: true},
+		{name: "no such region", region: 1, n: 1, wantErr: true},
+		{name: "negative region", region: -1, n: 1, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := New(size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			want := []byte("written before Populate")
+			if err := m.Write(3*PageSize+100, want); err != nil {
+				t.Fatal(err)
+			}
+			err = m.Populate(tt.region, tt.first, tt.n)
+			if errors.Is(err, unix.EINVAL) && !tt.wantErr {
+				t.Skipf("kernel without MADV_POPULATE_WRITE: %v", err)
+			}
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Populate(%d, %d, %d) = %v, want error %v", tt.region, tt.first, tt.n, err, tt.wantErr)
+			}
+			got := make([]byte, len(want))
+			if err := m.Read(3*PageSize+100, got); err != nil || string(got) != string(want) {
+				t.Fatalf("after Populate the guest's bytes are %q (%v), want %q", got, err, want)
+			}
+			bm := make([]uint64, (pages+63)/64)
+			if _, err := m.DataPages(0, 0, pages, bm); err != nil {
+				t.Fatal(err)
+			}
+			// Every page asked for is allocated; with shmem huge pages
+			// the rest of its 2 MiB is too, but nothing of a 2 MiB block
+			// neither the range nor page 3 touches.
+			const hugePages = 2 << 20 / PageSize
+			touched := map[uint64]bool{3 / hugePages: true}
+			for _, p := range tt.wantAllocated {
+				if bm[p/64]&(1<<(p%64)) == 0 {
+					t.Errorf("page %d not allocated", p)
+				}
+				touched[p/hugePages] = true
+			}
+			for p := uint64(0); p < pages; p++ {
+				if !touched[p/hugePages] && bm[p/64]&(1<<(p%64)) != 0 {
+					t.Errorf("page %d allocated, outside what was asked for", p)
+					break
+				}
+			}
+		})
+	}
+}
