@@ -215,8 +215,10 @@
 // data into. With ReceiveOptions.AssumeZeroed (the Target's memory is
 // zero-filled when the factory returns it, as fresh memfd RAM is), a zero
 // page for a page never written costs nothing: no read, no clear, no page
-// fault. Without it every page is assumed to hold junk, and zero pages
-// are checked and cleared.
+// fault; and a batch's data pages never written before are allocated with
+// one madvise(MADV_POPULATE_WRITE) per run of them (Memory.Populate)
+// rather than a page fault each. Without it every page is assumed to hold
+// junk, and zero pages are checked and cleared.
 //
 // The receiver allocates in proportion to the VM the factory built (the
 // page-received, page-written and current-round bitmaps, and a bit per
