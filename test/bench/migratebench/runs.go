@@ -363,7 +363,11 @@ func runQEMU(c *config, v variant) (res result, err error) {
 		if err = json.Unmarshal(raw, &m); err != nil {
 			return res, fmt.Errorf("query-migrate reply %s: %w", raw, err)
 		}
-		if m.Status == "completed" || m.Status == "failed" || m.Status == "cancelled" {
+		// QEMU sets "completed" a moment before it computes the
+		// times (migration_calculate_complete): a reply in between
+		// says downtime 0 and total-time 0 (seen once in session 12),
+		// so ask again until the times are there.
+		if (m.Status == "completed" && m.TotalTime > 0) || m.Status == "failed" || m.Status == "cancelled" {
 			break
 		}
 		if time.Now().After(deadline) {
