@@ -278,7 +278,7 @@ type batchSink struct {
 	mu     sync.Mutex
 	copies []pageCopy // the round's encCopy records, run by copyPages
 
-	noPopulate atomic.Bool // the kernel refused MADV_POPULATE_WRITE
+	noPopulate atomic.Bool // huge pages, or the kernel refused MADV_POPULATE_WRITE
 }
 
 // newBatchSink returns a sink writing into mem. With zeroed set, mem is
@@ -299,6 +299,7 @@ func newBatchSink(mem *memory.Memory, zeroed bool) *batchSink {
 		}
 		s.written = append(s.written, w)
 	}
+	s.noPopulate.Store(mem.HugePages())
 	return s
 }
 
@@ -469,8 +470,9 @@ func (s *batchSink) run(b *preparedBatch) (batchCounts, error) {
 // with one Memory.Populate call, before the run writes them: cheaper than
 // a page fault per page where the RAM has 4 KiB pages (see Populate), and
 // the pages get allocated anyway. Pages that no batch fills stay
-// unallocated. A kernel without MADV_POPULATE_WRITE (EINVAL) turns it
-// off; other errors leave the pages to their faults.
+// unallocated. RAM with huge pages (a fault allocates 2 MiB) skips it, and
+// a kernel without MADV_POPULATE_WRITE (EINVAL) turns it off; other
+// errors leave the pages to their faults.
 func (s *batchSink) populate(b *preparedBatch) {
 	if s.noPopulate.Load() {
 		return

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"os"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -79,6 +81,7 @@ type Memory struct {
 	mapping []byte
 	regions []Region
 	dirty   [][]uint64 // per region, one bit per page, set by VMM writes
+	huge    bool       // the host's shmem policy gives the mapping huge pages
 
 	// populating is the background population started by
 	// PopulateInBackground: closing stop ends it, done is closed when
@@ -117,7 +120,7 @@ func New(size uint64) (*Memory, error) {
 	// the first-touch faults of a fresh guest by 512 and TLB misses after.
 	// Hosts that keep "never" ignore the advice; an error is not fatal.
 	_ = unix.Madvise(mapping, unix.MADV_HUGEPAGE)
-	m := &Memory{fd: fd, mapping: mapping, regions: regions}
+	m := &Memory{fd: fd, mapping: mapping, regions: regions, huge: shmemHugePages()}
 	for _, r := range regions {
 		m.dirty = append(m.dirty, make([]uint64, (r.Pages()+63)/64))
 	}
@@ -162,6 +165,39 @@ func (m *Memory) Populate(i int, first, n uint64) error {
 	}
 	off := r.Offset + first*PageSize
 	return unix.Madvise(m.mapping[off:off+n*PageSize], unix.MADV_POPULATE_WRITE)
+}
+
+// HugePages reports whether the host's policy for shared memory gives
+// guest RAM transparent huge pages (shmem_enabled "always", "within_size",
+// "advise" or "force"), where a first touch allocates 2 MiB at once and
+// Populate of a few pages saves little.
+func (m *Memory) HugePages() bool { return m.huge }
+
+// shmemEnabledPath is the host's transparent huge page policy for shared
+// memory (Documentation/admin-guide/mm/transhuge.rst).
+const shmemEnabledPath = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+
+// shmemHugePages reads the policy at shmemEnabledPath: false when it
+// cannot be read.
+func shmemHugePages() bool {
+	b, err := os.ReadFile(shmemEnabledPath)
+	return err == nil && shmemPolicyHuge(string(b))
+}
+
+// shmemPolicyHuge reports whether the shmem_enabled contents s (the
+// choices, the one in force in brackets) give a memfd mapped with
+// MADV_HUGEPAGE huge pages.
+func shmemPolicyHuge(s string) bool {
+	for _, f := range strings.Fields(s) {
+		if strings.HasPrefix(f, "[") && strings.HasSuffix(f, "]") {
+			switch f[1 : len(f)-1] {
+			case "always", "within_size", "advise", "force":
+				return true
+			}
+			return false
+		}
+	}
+	return false
 }
 
 // populateChunk is how much RAM PopulateInBackground populates per

@@ -290,3 +290,25 @@ func TestPopulate(t *testing.T) {
 		})
 	}
 }
+
+func TestShmemPolicyHuge(t *testing.T) {
+	tests := []struct {
+		contents string
+		want     bool
+	}{
+		{"always within_size advise [never] deny force\n", false},
+		{"always within_size [advise] never deny force\n", true},
+		{"[always] within_size advise never deny force\n", true},
+		{"always [within_size] advise never deny force\n", true},
+		{"always within_size advise never [deny] force\n", false},
+		{"always within_size advise never deny [force]\n", true},
+		{"always within_size advise never deny force\n", false}, // none chosen
+		{"", false},
+		{"[]", false},
+	}
+	for _, tt := range tests {
+		if got := shmemPolicyHuge(tt.contents); got != tt.want {
+			t.Errorf("shmemPolicyHuge(%q) = %v, want %v", tt.contents, got, tt.want)
+		}
+	}
+}
