@@ -316,6 +316,13 @@ var driverFence atomic.Uint64
 // interrupt. It returns the entries.
 func (d *Driver) WaitUsed(q *Queue, n, vector int) []UsedElem {
 	d.T.Helper()
+	return collectUsed(q, n, func() { d.WaitMSI(vector) })
+}
+
+// collectUsed takes q's used entries until it has n, calling wait for an
+// interrupt whenever there are too few after re-arming used_event and
+// re-reading the used index (the driver side of §2.7.10).
+func collectUsed(q *Queue, n int, wait func()) []UsedElem {
 	var got []UsedElem
 	for {
 		got = append(got, q.TakeUsed()...)
@@ -327,7 +334,7 @@ func (d *Driver) WaitUsed(q *Queue, n, vector int) []UsedElem {
 		if q.UsedIdx() != q.LastUsed {
 			continue
 		}
-		d.WaitMSI(vector)
+		wait()
 	}
 }
 

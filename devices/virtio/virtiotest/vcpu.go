@@ -70,20 +70,10 @@ func (v *VCPU) IOEventFD(q *Queue) func() {
 // until an interrupt whenever there are too few (after asking for one
 // with used_event, as Linux's driver does). It returns the entries.
 func (v *VCPU) WaitUsed(q *Queue, n int) []UsedElem {
-	var got []UsedElem
 	var buf [8]byte
-	for {
-		got = append(got, q.TakeUsed()...)
-		if len(got) >= n {
-			return got
-		}
-		q.SetUsedEvent(q.LastUsed)
-		driverFence.Add(1)
-		if q.UsedIdx() != q.LastUsed {
-			continue
-		}
+	return collectUsed(q, n, func() {
 		if _, err := unix.Read(v.irq, buf[:]); err != nil {
 			v.t.Fatal(err)
 		}
-	}
+	})
 }
