@@ -26,12 +26,12 @@ import (
 // kernel finds the end of a run by walking it, and scanning window by
 // window inside one long run would walk it again for every window.
 func (m *Memory) DataPages(i int, first, n uint64, dst []uint64) (through uint64, err error) {
-	if i < 0 || i >= len(m.regions) {
-		return 0, fmt.Errorf("no memory region %d", i)
+	r, err := m.pageRange(i, first, n)
+	if err != nil {
+		return 0, err
 	}
-	r := m.regions[i]
-	if first > r.Pages() || n > r.Pages()-first || uint64(len(dst))*64 < n {
-		return 0, fmt.Errorf("pages [%d, +%d) of region %d (%d pages) with a bitmap of %d words", first, n, i, r.Pages(), len(dst))
+	if uint64(len(dst))*64 < n {
+		return 0, fmt.Errorf("pages [%d, +%d) of region %d with a bitmap of %d words", first, n, i, len(dst))
 	}
 	start := int64(r.Offset + first*PageSize)
 	end := start + int64(n*PageSize)

@@ -153,18 +153,28 @@ func (m *Memory) Prealloc() error {
 // error other than a range outside the region comes from the kernel:
 // EINVAL before Linux 5.14, ENOMEM or EFAULT where a write would fail too.
 func (m *Memory) Populate(i int, first, n uint64) error {
-	if i < 0 || i >= len(m.regions) {
-		return fmt.Errorf("no memory region %d", i)
-	}
-	r := m.regions[i]
-	if first > r.Pages() || n > r.Pages()-first {
-		return fmt.Errorf("pages [%d, +%d) outside region %d (%d pages)", first, n, i, r.Pages())
+	r, err := m.pageRange(i, first, n)
+	if err != nil {
+		return err
 	}
 	if n == 0 {
 		return nil
 	}
 	off := r.Offset + first*PageSize
 	return unix.Madvise(m.mapping[off:off+n*PageSize], unix.MADV_POPULATE_WRITE)
+}
+
+// pageRange returns region i after checking that it exists and holds
+// pages [first, first+n).
+func (m *Memory) pageRange(i int, first, n uint64) (Region, error) {
+	if i < 0 || i >= len(m.regions) {
+		return Region{}, fmt.Errorf("no memory region %d", i)
+	}
+	r := m.regions[i]
+	if first > r.Pages() || n > r.Pages()-first {
+		return Region{}, fmt.Errorf("pages [%d, +%d) outside region %d (%d pages)", first, n, i, r.Pages())
+	}
+	return r, nil
 }
 
 // HugePages reports whether the host's policy for shared memory gives
