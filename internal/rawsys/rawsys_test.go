@@ -66,7 +66,13 @@ func TestReadWrite(t *testing.T) {
 }
 
 func TestBadDescriptor(t *testing.T) {
-	r, w := pipe(t)
+	// Closed here, not by pipe's cleanup, which would close the numbers
+	// again after another descriptor may have taken them.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := p[0], p[1]
 	unix.Close(r)
 	unix.Close(w)
 	buf := []byte("x")
