@@ -32,22 +32,7 @@ func result(r uintptr, errno unix.Errno) (int, error) {
 	return int(r), nil
 }
 
-// Write issues write(2) of p to fd, which must not block.
-func Write(fd int, p []byte) (int, error) {
-	return write(fd, p)
-}
-
-// Read issues read(2) of up to len(p) bytes from fd, which must not block
-// (nonblocking, or known readable).
-func Read(fd int, p []byte) (int, error) {
-	return read(fd, p)
-}
-
-// Writev issues writev(2) of iov to fd, which must not block. The iovecs
-// point into memory the caller keeps alive for the call.
-func Writev(fd int, iov []unix.Iovec) (int, error) {
-	return writev(fd, iov)
-}
+// The calls themselves, which pass pointers, are in rawsys_unsafe.go.
 
 // EpollPoll takes the ready events of the epoll set ep into events without
 // waiting (epoll_wait(2) with a zero timeout), retrying on EINTR, and

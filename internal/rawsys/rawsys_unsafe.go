@@ -18,17 +18,22 @@ func bufPtr[T any](p []T) unsafe.Pointer {
 	return unsafe.Pointer(&p[0])
 }
 
-func write(fd int, p []byte) (int, error) {
+// Write issues write(2) of p to fd, which must not block.
+func Write(fd int, p []byte) (int, error) {
 	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(bufPtr(p)), uintptr(len(p)))
 	return result(r, errno)
 }
 
-func read(fd int, p []byte) (int, error) {
+// Read issues read(2) of up to len(p) bytes from fd, which must not block
+// (nonblocking, or known readable).
+func Read(fd int, p []byte) (int, error) {
 	r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(bufPtr(p)), uintptr(len(p)))
 	return result(r, errno)
 }
 
-func writev(fd int, iov []unix.Iovec) (int, error) {
+// Writev issues writev(2) of iov to fd, which must not block. The iovecs
+// point into memory the caller keeps alive for the call.
+func Writev(fd int, iov []unix.Iovec) (int, error) {
 	r, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(bufPtr(iov)), uintptr(len(iov)))
 	return result(r, errno)
 }
