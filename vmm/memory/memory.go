@@ -81,7 +81,6 @@ type Memory struct {
 	mapping []byte
 	regions []Region
 	dirty   [][]uint64 // per region, one bit per page, set by VMM writes
-	huge    bool       // the host's shmem policy gives the mapping huge pages
 
 	// populating is the background population started by
 	// PopulateInBackground: closing stop ends it, done is closed when
@@ -120,7 +119,7 @@ func New(size uint64) (*Memory, error) {
 	// the first-touch faults of a fresh guest by 512 and TLB misses after.
 	// Hosts that keep "never" ignore the advice; an error is not fatal.
 	_ = unix.Madvise(mapping, unix.MADV_HUGEPAGE)
-	m := &Memory{fd: fd, mapping: mapping, regions: regions, huge: shmemHugePages()}
+	m := &Memory{fd: fd, mapping: mapping, regions: regions}
 	for _, r := range regions {
 		m.dirty = append(m.dirty, make([]uint64, (r.Pages()+63)/64))
 	}
@@ -180,19 +179,16 @@ func (m *Memory) pageRange(i int, first, n uint64) (Region, error) {
 // HugePages reports whether the host's policy for shared memory gives
 // guest RAM transparent huge pages (shmem_enabled "always", "within_size",
 // "advise" or "force"), where a first touch allocates 2 MiB at once and
-// Populate of a few pages saves little.
-func (m *Memory) HugePages() bool { return m.huge }
+// Populate of a few pages saves little. It reads the policy now (the
+// kernel applies it at each fault): false when it cannot be read.
+func (m *Memory) HugePages() bool {
+	b, err := os.ReadFile(shmemEnabledPath)
+	return err == nil && shmemPolicyHuge(string(b))
+}
 
 // shmemEnabledPath is the host's transparent huge page policy for shared
 // memory (Documentation/admin-guide/mm/transhuge.rst).
 const shmemEnabledPath = "/sys/kernel/mm/transparent_hugepage/shmem_enabled"
-
-// shmemHugePages reads the policy at shmemEnabledPath: false when it
-// cannot be read.
-func shmemHugePages() bool {
-	b, err := os.ReadFile(shmemEnabledPath)
-	return err == nil && shmemPolicyHuge(string(b))
-}
 
 // shmemPolicyHuge reports whether the shmem_enabled contents s (the
 // choices, the one in force in brackets) give a memfd mapped with
