@@ -27,10 +27,11 @@ type ReceiveOptions struct {
 	// AssumeZeroed promises that Target.Memory() is zero-filled when the
 	// TargetFactory returns it, as fresh memfd RAM is. The receiver then
 	// skips zero pages for pages it has not written: no read, no clear,
-	// no page fault; and it allocates each run of data pages it writes
-	// for the first time with one madvise. Leave it false when the target's RAM may hold data
-	// (reused memory, or migratetest.Factory's junk-filled RAM); then
-	// every zero page is checked and cleared.
+	// no page fault; and, where RAM has 4 KiB pages, it allocates each
+	// run of data pages it writes for the first time with one madvise.
+	// Leave it false when the target's RAM may hold data (reused memory,
+	// or migratetest.Factory's junk-filled RAM); then every zero page is
+	// checked and cleared.
 	AssumeZeroed bool
 	// Trace, if set, receives a record of every memory round once all of
 	// its pages are applied.
